@@ -1,0 +1,1 @@
+"""billing-dagster: meters cloud.gov usage, prices it, keeps a double-entry ledger."""

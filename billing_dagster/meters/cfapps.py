@@ -1,0 +1,57 @@
+"""Meter ``cfapps``: memory of running app processes, in MiB per second of running.
+
+A process of a STARTED app uses ``instances x memory_in_mb``; a process of a STOPPED app uses
+nothing (CF keeps its desired instance count while stopped). The resource is the process (the
+web process's guid is the app's guid); there is one resource kind, ``app-memory``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from billing_dagster.cf.client import CfApiError, CloudFoundryClient
+from billing_dagster.meters.base import MeterSnapshot, ObservedResource
+
+log = logging.getLogger(__name__)
+
+APP_MEMORY_KIND = "app-memory"
+
+
+class CfAppsMeter:
+    name = "cfapps"
+
+    def snapshot(self, cf: CloudFoundryClient) -> MeterSnapshot:
+        try:
+            processes_by_app: dict[str, list[dict[str, Any]]] = {}
+            for process in cf.list_all("/v3/processes").resources:
+                app_guid = process["relationships"]["app"]["data"]["guid"]
+                processes_by_app.setdefault(app_guid, []).append(process)
+        except CfApiError as exc:
+            return MeterSnapshot(self.name, [], [], complete=False, error=str(exc))
+
+        observed: list[ObservedResource] = []
+        try:
+            for page in cf.pages("/v3/apps"):
+                for app in page.resources:
+                    observed.extend(_observe_app(app, processes_by_app.get(app["guid"], [])))
+        except CfApiError as exc:
+            log.warning("cfapps: apps listing failed after %d processes: %s", len(observed), exc)
+            return MeterSnapshot(self.name, observed, [], complete=False, error=str(exc))
+        return MeterSnapshot(self.name, observed, [], complete=True)
+
+
+def _observe_app(app: dict[str, Any], processes: list[dict[str, Any]]) -> list[ObservedResource]:
+    running = app.get("state") == "STARTED"
+    space = (app.get("relationships", {}).get("space") or {}).get("data") or {}
+    return [
+        ObservedResource(
+            natural_id=process["guid"],
+            name=f"{app.get('name')}/{process.get('type')}",
+            space_guid=space.get("guid"),
+            kind_natural_id=APP_MEMORY_KIND,
+            rate=int(process["instances"]) * int(process["memory_in_mb"]) if running else 0,
+            details={"app_guid": app["guid"], "process_type": process.get("type")},
+        )
+        for process in processes
+    ]

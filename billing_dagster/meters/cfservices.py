@@ -1,0 +1,77 @@
+"""Meter ``cfservices``: presence of managed service instances, one unit per second present.
+
+The resource is the service instance; its resource kind is its service plan (by plan guid),
+named ``<offering>/<plan>`` from the plan listing. User-provided instances have no plan and are
+not billed: they are not read (``type=managed``) and any that slip through are counted as ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from billing_dagster.cf.client import CfApiError, CloudFoundryClient
+from billing_dagster.meters.base import MeterSnapshot, ObservedKind, ObservedResource
+
+log = logging.getLogger(__name__)
+
+NO_PLAN_KIND = "no-plan"  # a managed instance without a plan relationship: kept, flagged
+
+
+class CfServicesMeter:
+    name = "cfservices"
+
+    def snapshot(self, cf: CloudFoundryClient) -> MeterSnapshot:
+        kinds: list[ObservedKind] = []
+        plan_error = None
+        try:
+            plans = cf.list_all("/v3/service_plans", {"include": "service_offering"})
+            kinds = _plan_kinds(plans.resources, plans.included.get("service_offerings", []))
+        except CfApiError as exc:  # usage still counts; the plans become stub kinds
+            plan_error = f"service plans not read, plan names unknown: {exc}"
+            log.warning("cfservices: %s", plan_error)
+
+        observed: list[ObservedResource] = []
+        ignored: dict[str, int] = {}
+        try:
+            for page in cf.pages("/v3/service_instances", {"type": "managed"}):
+                for instance in page.resources:
+                    if instance.get("type") != "managed":
+                        ignored["not managed"] = ignored.get("not managed", 0) + 1
+                        continue
+                    observed.append(_observe_instance(instance))
+        except CfApiError as exc:
+            log.warning("cfservices: listing failed after %d instances: %s", len(observed), exc)
+            return MeterSnapshot(self.name, observed, kinds, complete=False, error=str(exc),
+                                 ignored=ignored)
+        return MeterSnapshot(self.name, observed, kinds, complete=True, error=plan_error,
+                             ignored=ignored)
+
+
+def _plan_kinds(plans: list[dict[str, Any]], offerings: list[dict[str, Any]]) -> list[ObservedKind]:
+    offering_names = {o["guid"]: o.get("name") for o in offerings}
+    kinds = []
+    for plan in plans:
+        offering = (plan.get("relationships", {}).get("service_offering") or {}).get("data") or {}
+        offering_name = offering_names.get(offering.get("guid"))
+        kinds.append(ObservedKind(
+            natural_id=plan["guid"],
+            name=f"{offering_name or '?'}/{plan.get('name')}",
+            details={"service_offering": offering_name, "service_plan": plan.get("name"),
+                     "free": plan.get("free")},
+        ))
+    return kinds
+
+
+def _observe_instance(instance: dict[str, Any]) -> ObservedResource:
+    relationships = instance.get("relationships", {})
+    plan = (relationships.get("service_plan") or {}).get("data") or {}
+    space = (relationships.get("space") or {}).get("data") or {}
+    return ObservedResource(
+        natural_id=instance["guid"],
+        name=instance.get("name"),
+        space_guid=space.get("guid"),
+        kind_natural_id=plan.get("guid") or NO_PLAN_KIND,
+        rate=1,
+        details={},
+    )

@@ -1,0 +1,29 @@
+"""Partitions: hourly and monthly, both in America/New_York.
+
+Dagster's TimeWindowPartitionMapping refuses to map UTC hours onto New York months, so the
+hourly partitions are defined in New York time too (keys like ``2025-03-01-00:00``, the repeated
+fall-back hour ``2025-11-02-01:00-0500``). Each hourly partition is still exactly one UTC hour;
+everything stored is UTC and every duration comes from UTC timestamps.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+BUSINESS_TIMEZONE = "America/New_York"
+
+hourly_partitions = dg.HourlyPartitionsDefinition(
+    start_date="2025-01-01-00:00", timezone=BUSINESS_TIMEZONE
+)
+
+
+def utc_window(window: dg.TimeWindow) -> tuple[datetime, datetime]:
+    """A partition window as UTC instants (wall-clock subtraction across DST is wrong)."""
+    return window.start.astimezone(UTC), window.end.astimezone(UTC)
+
+
+def hourly_keys_between(start: datetime, end: datetime) -> list[str]:
+    """The hourly partition keys covering [start, end), in order."""
+    return hourly_partitions.get_partition_keys_in_time_window(dg.TimeWindow(start, end))

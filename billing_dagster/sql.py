@@ -1,0 +1,43 @@
+"""Named SQL queries from ``sql/queries/*.sql``.
+
+Each query sits under a header line ``-- name: <query_name>`` followed by a one-line
+description comment; parameters are psycopg ``%(name)s`` placeholders. Queries are looked up by
+name, so the SQL stays in reviewable ``.sql`` files and Python never builds SQL from strings.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import LiteralString, cast
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+_HEADER = re.compile(r"^-- name: (?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+
+
+@cache
+def queries() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for path in sorted((SQL_DIR / "queries").glob("*.sql")):
+        text = path.read_text()
+        headers = list(_HEADER.finditer(text))
+        for header, following in zip(headers, [*headers[1:], None], strict=True):
+            body = text[header.end(): following.start() if following else len(text)].strip()
+            name = header["name"]
+            if name in found:
+                raise ValueError(f"{path.name}: query {name!r} is defined twice")
+            found[name] = body
+    return found
+
+
+def query(name: str) -> LiteralString:
+    """The SQL of one named query; a KeyError lists the names that do exist.
+
+    The text comes from the repository's own files, never from input, hence LiteralString.
+    """
+    try:
+        return cast(LiteralString, queries()[name])
+    except KeyError:
+        raise KeyError(f"no SQL query named {name!r} in {SQL_DIR / 'queries'}; "
+                       f"known: {', '.join(sorted(queries()))}") from None

@@ -1,0 +1,128 @@
+"""Usage assets: the foundation snapshot and the hourly measurements derived from it."""
+
+from datetime import timedelta
+
+import dagster as dg
+
+from billing_dagster.meters import METERS
+from billing_dagster.partitions import hourly_partitions, utc_window
+from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
+from billing_dagster.usage.measurements import DerivedWindow, derive_window
+from billing_dagster.usage.snapshot import LandedSnapshot, land_snapshot, take_snapshot
+
+
+@dg.asset(
+    group_name="usage",
+    kinds={"postgres"},
+    check_specs=[dg.AssetCheckSpec("snapshot_complete", asset="foundation_snapshot",
+                                   description="Every meter was read in full.")],
+)
+def foundation_snapshot(
+    context: dg.AssetExecutionContext, cf: CloudFoundryApi, db: BillingDatabase, clock: Clock
+) -> dg.MaterializeResult:
+    """The foundation's state now: one observation per app process (instances x memory while
+    its app is STARTED) and per managed service instance (its plan), stamped with the UTC
+    instant it was read; org, space and plan names refreshed. It describes only that instant,
+    so it cannot be taken for a past hour. A meter that fails is recorded as a failed reading;
+    what was read is kept and the next snapshot completes it."""
+    taken_at = clock.now()
+    with cf.client() as client:
+        snapshot = take_snapshot(client, METERS, taken_at)
+    with db.connect() as conn:
+        landed = land_snapshot(conn, snapshot, context.run_id)
+    context.log.info(f"snapshot at {landed.taken_at.isoformat()}: {landed.readings}, "
+                     f"{landed.resources} resources")
+    if all(status == "failed" for status in landed.readings.values()):
+        raise dg.Failure(
+            description=f"no meter could be read at {landed.taken_at.isoformat()}; the failed "
+                        "readings are recorded and the hours stay flagged until a snapshot works",
+            metadata={"errors": dg.MetadataValue.json(landed.errors)})
+    return dg.MaterializeResult(
+        metadata=_snapshot_metadata(landed),
+        check_results=[dg.AssetCheckResult(
+            check_name="snapshot_complete", passed=landed.complete,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"readings": dg.MetadataValue.json(landed.readings),
+                      "errors": dg.MetadataValue.json(landed.errors)})],
+    )
+
+
+class MeasurementConfig(dg.Config):
+    carry_bound_hours: int = 3
+    """An hour whose state comes from a reading older than this is flagged as carried."""
+
+
+@dg.asset(
+    group_name="usage",
+    kinds={"postgres"},
+    partitions_def=hourly_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[foundation_snapshot],
+    check_specs=[dg.AssetCheckSpec(
+        "hours_complete", asset="hourly_measurements",
+        description="Every hour of every meter is covered by a recent complete reading.")],
+)
+def hourly_measurements(
+    context: dg.AssetExecutionContext, db: BillingDatabase, config: MeasurementConfig
+) -> dg.MaterializeResult:
+    """Usage of one resource (an app process or a service instance) of one resource kind in
+    one UTC hour, in unit-seconds: MiB-seconds of app memory, instance-seconds of a service
+    plan. Derived only from landed observations: the state at the hour's start carried forward
+    and changed at each observation inside it. Hours with no reading before them are flagged
+    as gaps (never zero), hours carried from an old reading as carried. A range of hours is
+    derived in one run and one transaction."""
+    start, end = utc_window(context.partition_time_window)
+    with db.connect() as conn:
+        derived = derive_window(conn, start, end, timedelta(hours=config.carry_bound_hours))
+    context.log.info(f"derived {derived.hours} hours from {start.isoformat()}: {derived.rows} "
+                     f"rows, {len(derived.gaps)} gap and {len(derived.carried)} carried hours")
+    return dg.MaterializeResult(
+        metadata=_window_metadata(derived),
+        check_results=[dg.AssetCheckResult(
+            check_name="hours_complete", passed=not derived.flagged,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"flagged_hours": dg.MetadataValue.md(_flagged_table(derived))})],
+    )
+
+
+def _snapshot_metadata(landed: LandedSnapshot) -> dict[str, dg.RawMetadataValue]:
+    return {
+        "taken_at": landed.taken_at.isoformat(),
+        "readings": dg.MetadataValue.json(landed.readings),
+        "resources": dg.MetadataValue.json(landed.resources),
+        "running": dg.MetadataValue.json(landed.running),
+        "stopped_since_last_snapshot": dg.MetadataValue.json(landed.stopped_since_last),
+        "new_stub_spaces": landed.stub_spaces,
+        "new_unknown_kinds": dg.MetadataValue.json(landed.stub_kinds),
+        "ignored": dg.MetadataValue.json(landed.ignored),
+    }
+
+
+def _window_metadata(derived: DerivedWindow) -> dict[str, dg.RawMetadataValue]:
+    metadata: dict[str, dg.RawMetadataValue] = {
+        "hours": derived.hours,
+        "window_utc": f"{derived.start.isoformat()} .. {derived.end.isoformat()}",
+        "rows": derived.rows,
+        "gap_hours": len(derived.gaps),
+        "carried_hours": len(derived.carried),
+    }
+    for totals in derived.totals:
+        metadata[f"{totals.meter}_unit_seconds"] = totals.unit_seconds
+        metadata[f"{totals.meter}_resources"] = totals.resources
+        metadata[f"{totals.meter}_unknown_kinds"] = totals.unknown_kinds
+        metadata[f"{totals.meter}_unattributed_resources"] = totals.unattributed
+    return metadata
+
+
+def _flagged_table(derived: DerivedWindow, limit: int = 50) -> str:
+    if not derived.flagged:
+        return "every hour complete"
+    lines = ["| hour (UTC) | meter | status | state from | uncovered s | incomplete readings |",
+             "|---|---|---|---|---|---|"]
+    for f in derived.flagged[:limit]:
+        state_from = f.state_from.isoformat() if f.state_from else "none"
+        lines.append(f"| {f.hour_start.isoformat()} | {f.meter} | {f.status} | {state_from} "
+                     f"| {f.uncovered_seconds} | {f.incomplete_readings} |")
+    if len(derived.flagged) > limit:
+        lines.append(f"\n{len(derived.flagged) - limit} more not shown")
+    return "\n".join(lines)
