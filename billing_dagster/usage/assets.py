@@ -1,6 +1,7 @@
 """Usage assets: the foundation snapshot and the hourly measurements derived from it."""
 
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 
@@ -85,7 +86,7 @@ def hourly_measurements(
     )
 
 
-def _snapshot_metadata(landed: LandedSnapshot) -> dict[str, dg.RawMetadataValue]:
+def _snapshot_metadata(landed: LandedSnapshot) -> dict[str, Any]:
     return {
         "taken_at": landed.taken_at.isoformat(),
         "readings": dg.MetadataValue.json(landed.readings),
@@ -98,8 +99,8 @@ def _snapshot_metadata(landed: LandedSnapshot) -> dict[str, dg.RawMetadataValue]
     }
 
 
-def _window_metadata(derived: DerivedWindow) -> dict[str, dg.RawMetadataValue]:
-    metadata: dict[str, dg.RawMetadataValue] = {
+def _window_metadata(derived: DerivedWindow) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
         "hours": derived.hours,
         "window_utc": f"{derived.start.isoformat()} .. {derived.end.isoformat()}",
         "rows": derived.rows,

@@ -86,7 +86,18 @@ def derive_window(conn: psycopg.Connection, start: datetime, end: datetime,
         rows = cur.rowcount
         cur.execute(query("delete_coverage"), window)
         cur.execute(query("derive_coverage"), window)
+    return summarize_window(conn, start, end, rows)
+
+
+def summarize_window(conn: psycopg.Connection, start: datetime, end: datetime,
+                     rows: int | None = None) -> DerivedWindow:
+    """Totals and flagged hours of an already derived window."""
+    start, end = check_window(start, end)
+    window = {"window_start": start, "window_end": end}
     with conn.cursor(row_factory=dict_row) as cur:
         totals = [MeterTotals(**r) for r in cur.execute(query("window_summary"), window)]
         flagged = [FlaggedHour(**r) for r in cur.execute(query("window_coverage"), window)]
+        if rows is None:
+            counted = cur.execute(query("count_measurements"), window).fetchone()
+            rows = counted["rows"] if counted else 0
     return DerivedWindow(start, end, rows, totals, flagged)

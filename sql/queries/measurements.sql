@@ -112,3 +112,13 @@ SELECT hour_start, meter, status, state_from, uncovered_seconds, incomplete_read
  WHERE hour_start >= %(window_start)s AND hour_start < %(window_end)s
    AND (status <> 'complete' OR incomplete_readings > 0)
  ORDER BY hour_start, meter;
+
+-- name: count_measurements
+-- How many measurement rows a window holds.
+SELECT count(*) AS rows FROM billing.hourly_measurement
+ WHERE hour_start >= %(window_start)s AND hour_start < %(window_end)s;
+
+-- name: unknown_kinds
+-- Resource kinds seen in usage with no name yet, with where they were first seen.
+SELECT meter, natural_id, first_seen_at FROM billing.resource_kind
+ WHERE is_stub ORDER BY meter, natural_id;

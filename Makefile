@@ -1,0 +1,38 @@
+# Every target sets up .venv on first use, so a fresh clone needs only python3 (3.11+) and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install run dev test lint bench stop clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: install  ## meter the last hours of a simulated foundation on the embedded defaults
+	$(BIN)/python -m billing_dagster.launch run
+
+dev: install  ## the same set-up, then the Dagster UI on http://localhost:3000
+	$(BIN)/python -m billing_dagster.launch dev
+
+test: install  ## lint, then every test (local PostgreSQL 15 at 127.0.0.1:5432 + embedded 18)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/pyright
+
+bench: install  ## snapshot, landing and derivation timings against the simulator
+	$(BIN)/python -m bench.snapshot
+
+stop:  ## stop the embedded PostgreSQL server started by run/dev
+	$(BIN)/python -m billing_dagster.launch stop
+
+clean: stop
+	rm -rf .billing .dagster_home

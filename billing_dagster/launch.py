@@ -1,0 +1,130 @@
+"""Entry points behind `make run`, `make dev` and `make stop`.
+
+``run``: on the embedded defaults (or the configured database), start the CF simulator, take a
+snapshot at minute 1 of each of the last hours of virtual time, derive those hours in one
+backfill run, and print a summary. The runs are recorded in Dagster's storage, so `make dev`
+shows them afterwards.
+``dev``: the same set-up, then the Dagster UI (webserver + daemon) on http://127.0.0.1:3000,
+reading the simulator (following the wall clock) unless CF_API_URL is set.
+``stop``: stop the embedded PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+from billing_dagster.database import resolve_url, stop_embedded
+from billing_dagster.migrate import migrate
+from billing_dagster.settings import ConfigError, database_settings, sqlalchemy_url
+
+log = logging.getLogger("billing_dagster")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SIM_CLIENT_ID, SIM_CLIENT_SECRET = "billing", "billing-secret"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    database_url: str
+    dagster_home: Path
+
+
+def prepare() -> Prepared:
+    """Resolve (and if need be start) the database, migrate it, and point Dagster at it."""
+    settings = database_settings(os.environ, Path.cwd())
+    log.info("database: %s", settings.describe())
+    url = resolve_url(settings)
+    with psycopg.connect(url) as conn:
+        applied = migrate(conn)
+    log.info("migrations: %s", ", ".join(m.path.name for m in applied) or "up to date")
+    home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    os.environ.update({
+        "DAGSTER_HOME": str(home),
+        "DATABASE_URL": url,  # run workers started by Dagster use the same database
+        "BILLING_DAGSTER_PG_URL": sqlalchemy_url(url),
+    })
+    return Prepared(url, home)
+
+
+def dev(port: int) -> int:
+    prepare()
+    simulator = None
+    if not os.environ.get("CF_API_URL"):
+        from billing_dagster.simulator import Foundation, Simulator
+
+        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        simulator = Simulator(Foundation(seed=7, apps=200, service_instances=80,
+                                         start=now - timedelta(hours=1)),
+                              client_id=SIM_CLIENT_ID, client_secret=SIM_CLIENT_SECRET,
+                              follow_wall_clock=True).start()
+        os.environ.update({"CF_API_URL": simulator.url, "CF_CLIENT_ID": SIM_CLIENT_ID,
+                           "CF_CLIENT_SECRET": SIM_CLIENT_SECRET})
+        log.info("CF simulator (following the wall clock) at %s", simulator.url)
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
+               "-h", "127.0.0.1", "-p", str(port)]
+    # A backgrounded shell leaves SIGINT ignored, and Dagster maps SIGTERM onto SIGINT's handler,
+    # so the child gets default SIGINT handling back (shared/reference/dagster-notes.md, 4).
+    child = subprocess.Popen(command, cwd=REPO_ROOT,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        return child.wait()
+    finally:
+        if simulator is not None:
+            simulator.stop()
+
+
+def stop() -> int:
+    settings = database_settings(os.environ, Path.cwd())
+    if settings.embedded_data_dir is None:
+        log.info("the database is %s, not embedded: nothing to stop", settings.describe())
+    elif stop_embedded(settings.embedded_data_dir):
+        log.info("stopped the embedded PostgreSQL in %s", settings.embedded_data_dir)
+    else:
+        log.info("no embedded PostgreSQL running in %s", settings.embedded_data_dir)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m billing_dagster.launch")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="meter the last hours of a simulated foundation")
+    run_parser.add_argument("--hours", type=int, default=6)
+    run_parser.add_argument("--apps", type=int, default=200)
+    run_parser.add_argument("--service-instances", type=int, default=80)
+    dev_parser = sub.add_parser("dev", help="the Dagster UI on the same set-up")
+    dev_parser.add_argument("--port", type=int, default=3000)
+    sub.add_parser("stop", help="stop the embedded PostgreSQL server")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        if args.command == "run":
+            from billing_dagster.demo import run_demo
+
+            return run_demo(prepare(), hours=args.hours, apps=args.apps,
+                            service_instances=args.service_instances)
+        if args.command == "dev":
+            return dev(args.port)
+        return stop()
+    except ConfigError as exc:
+        log.error("configuration: %s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""A synthetic Cloud Foundry foundation: inventory, virtual clock and usage events, with no HTTP.
+
+``Foundation(seed, apps, service_instances, start)`` generates orgs, spaces, apps with their
+processes and service instances on a cloud.gov-like catalog, and writes the events a freshly
+purged-and-reseeded Cloud Controller would hold at ``start``. ``advance_to(t)`` moves virtual time
+forward, applying the hourly changes of ``evolution`` and pruning events older than the
+retention. Same seed, size, start and target times give the same guids, state and events,
+however the advance is split into calls.
+
+Not thread-safe: the HTTP server serializes access with its own lock.
+"""
+
+import gc
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+
+from billing_dagster.simulator.catalog import build_catalog
+from billing_dagster.simulator.event_log import UnknownEventGuid
+from billing_dagster.simulator.evolution import Evolver
+from billing_dagster.simulator.generation import ResourceFactory, iso_seconds, populate
+from billing_dagster.simulator.records import (
+    App,
+    AppUsageEvent,
+    Buildpack,
+    Organization,
+    Process,
+    ServiceBroker,
+    ServiceInstance,
+    ServiceOffering,
+    ServicePlan,
+    ServiceUsageEvent,
+    Space,
+)
+from billing_dagster.simulator.state import FoundationState
+
+__all__ = ["Foundation", "UnknownEventGuid"]
+
+_DAY = 86_400
+_CATALOG_AGE = timedelta(days=730)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while creating many acyclic records.
+
+    Generation allocates hundreds of thousands of objects that form no cycles; without the
+    pause the collector rescans them over and over, which costs about a fifth of the time.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _epoch_seconds(moment: datetime, name: str) -> int:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware (UTC), got naive {moment.isoformat()}")
+    return int(moment.timestamp() // 1)
+
+
+class Foundation:
+    """The whole simulated foundation at virtual time ``now``."""
+
+    def __init__(
+        self,
+        seed: int,
+        apps: int,
+        service_instances: int,
+        start: datetime,
+        *,
+        retention_days: int = 31,
+    ) -> None:
+        if apps < 0 or service_instances < 0:
+            raise ValueError("apps and service_instances must be >= 0")
+        if retention_days < 1:
+            raise ValueError("retention_days must be >= 1")
+        self._seed = seed
+        self._size = (apps, service_instances)
+        self._retention_seconds = retention_days * _DAY
+        self._retention_days = retention_days
+        start_epoch = _epoch_seconds(start, "start")
+        self._start = start_epoch
+        self._now = start_epoch
+        catalog = build_catalog(iso_seconds(start_epoch - int(_CATALOG_AGE.total_seconds())))
+        self._state = FoundationState(catalog)
+        factory = ResourceFactory(catalog)
+        start_iso = iso_seconds(start_epoch)
+        with _gc_paused():
+            populate(self._state, factory, seed, apps, service_instances, start_epoch)
+            self._state.reseed_app_events(start_iso)
+            self._state.reseed_service_events(start_iso)
+        self._evolver = Evolver(seed, apps, service_instances, start_epoch, self._state, factory)
+
+    # -- identity and clock ----------------------------------------------------------------
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(apps, service_instances) as generated; the counts drift as time passes."""
+        return self._size
+
+    @property
+    def start(self) -> datetime:
+        return datetime.fromtimestamp(self._start, UTC)
+
+    @property
+    def now(self) -> datetime:
+        """Virtual time (whole seconds, UTC)."""
+        return datetime.fromtimestamp(self._now, UTC)
+
+    @property
+    def retention_days(self) -> int:
+        return self._retention_days
+
+    @property
+    def changes_applied(self) -> int:
+        """How many scheduled changes (and crash restarts) have been applied so far."""
+        return self._evolver.applied
+
+    def advance_to(self, t: datetime) -> None:
+        """Move virtual time to ``t`` (floored to the second), applying every change up to it.
+
+        Raises ValueError if ``t`` is before ``now``. Events older than the retention are
+        pruned along the way (the newest event of each stream is always kept).
+        """
+        target = _epoch_seconds(t, "t")
+        if target < self._now:
+            raise ValueError(
+                f"cannot move virtual time back from {iso_seconds(self._now)} "
+                f"to {iso_seconds(target)}"
+            )
+        with _gc_paused():
+            self._evolver.run_until(target, self._prune)
+        self._now = target
+        self._prune(target)
+
+    def _prune(self, at: int) -> None:
+        cutoff = iso_seconds(at - self._retention_seconds)
+        self._state.app_events.prune_before(cutoff)
+        self._state.service_events.prune_before(cutoff)
+
+    # -- inventory (read-only views, in API default order) ---------------------------------
+
+    @property
+    def organizations(self) -> Mapping[str, Organization]:
+        return MappingProxyType(self._state.organizations)
+
+    @property
+    def spaces(self) -> Mapping[str, Space]:
+        return MappingProxyType(self._state.spaces)
+
+    @property
+    def apps(self) -> Mapping[str, App]:
+        return MappingProxyType(self._state.apps)
+
+    @property
+    def processes(self) -> Mapping[str, Process]:
+        return MappingProxyType(self._state.processes)
+
+    def processes_of(self, app_guid: str) -> list[Process]:
+        """The processes of one app (``web`` first)."""
+        return self._state.processes_of(app_guid)
+
+    @property
+    def service_instances(self) -> Mapping[str, ServiceInstance]:
+        """Managed and user-provided instances together."""
+        return MappingProxyType(self._state.service_instances)
+
+    @property
+    def service_plans(self) -> Mapping[str, ServicePlan]:
+        return MappingProxyType(self._state.catalog.plans)
+
+    @property
+    def service_offerings(self) -> Mapping[str, ServiceOffering]:
+        return MappingProxyType(self._state.catalog.offerings)
+
+    @property
+    def service_brokers(self) -> Mapping[str, ServiceBroker]:
+        return MappingProxyType(self._state.catalog.brokers)
+
+    @property
+    def buildpacks(self) -> Mapping[str, Buildpack]:
+        return MappingProxyType(self._state.catalog.buildpacks)
+
+    # -- usage events ----------------------------------------------------------------------
+
+    @property
+    def app_events(self) -> list[AppUsageEvent]:
+        """Retained app usage events in API (id) order (a copy)."""
+        return self._state.app_events.all()
+
+    @property
+    def service_events(self) -> list[ServiceUsageEvent]:
+        """Retained service usage events in API (id) order (a copy)."""
+        return self._state.service_events.all()
+
+    def app_events_after(self, after_guid: str | None) -> list[AppUsageEvent]:
+        """App events after the event ``after_guid`` (all for None); UnknownEventGuid if gone."""
+        return self._state.app_events.after(after_guid)
+
+    def service_events_after(self, after_guid: str | None) -> list[ServiceUsageEvent]:
+        """Service events after ``after_guid`` (all for None); UnknownEventGuid if gone."""
+        return self._state.service_events.after(after_guid)
+
+    def app_event(self, guid: str) -> AppUsageEvent | None:
+        return self._state.app_events.get(guid)
+
+    def service_event(self, guid: str) -> ServiceUsageEvent | None:
+        return self._state.service_events.get(guid)
+
+    def purge_and_reseed_app_events(self) -> None:
+        """Drop all app events, then one STARTED event per started process at ``now``."""
+        self._state.reseed_app_events(iso_seconds(self._now))
+
+    def purge_and_reseed_service_events(self) -> None:
+        """Drop all service events, then one CREATED event per service instance at ``now``."""
+        self._state.reseed_service_events(iso_seconds(self._now))

@@ -1,0 +1,69 @@
+"""Shared fixtures: a fresh Postgres database per test (copied from a migrated template made
+once per session on the local server), and the CF simulator over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from billing_dagster.database import connect
+from billing_dagster.migrate import migrate
+
+ADMIN_URL = os.environ.get("BILLING_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+RUN_TAG = uuid.uuid4().hex[:8]
+
+
+def database_url(name: str) -> str:
+    return psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=name)
+
+
+def _admin(statement: sql.Composable) -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@pytest.fixture(scope="session")
+def template_database() -> Iterator[str]:
+    """A database with every migration applied, copied for each test; dropped at the end."""
+    name = f"billing_test_template_{RUN_TAG}"
+    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        with psycopg.connect(database_url(name)) as conn:
+            migrate(conn)
+        yield name
+    finally:
+        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def empty_database_url() -> Iterator[str]:
+    """A database with nothing in it, for migration tests."""
+    name = f"billing_test_empty_{RUN_TAG}_{uuid.uuid4().hex[:8]}"
+    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield database_url(name)
+    finally:
+        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def db_url(template_database: str) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"billing_test_{RUN_TAG}_{uuid.uuid4().hex[:8]}"
+    _admin(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+        sql.Identifier(name), sql.Identifier(template_database)))
+    try:
+        yield database_url(name)
+    finally:
+        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection]:
+    with connect(db_url) as connection:
+        yield connection
