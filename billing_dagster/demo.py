@@ -70,8 +70,9 @@ def _summary(window: DerivedWindow, keys: list[str], unknown: list[tuple]) -> st
         f"{'meter':<12}{'resources':>10}{'unit-seconds':>18}  in other units",
     ]
     for t in window.totals:
-        other = (f"{Decimal(t.unit_seconds) / (1024 * 3600):,.1f} GiB-hours of memory"
-                 if t.meter == "cfapps" else f"{Decimal(t.unit_seconds) / 3600:,.1f} instance-hours")
+        hours = Decimal(t.unit_seconds) / 3600
+        other = (f"{hours / 1024:,.1f} GiB-hours of memory" if t.meter == "cfapps"
+                 else f"{hours:,.1f} instance-hours")
         lines.append(f"{t.meter:<12}{t.resources:>10}{t.unit_seconds:>18,}  {other}")
     lines.append(f"measurement rows: {window.rows}")
     lines.append(f"gaps: {len(window.gaps)} hour(s); carried: {len(window.carried)} hour(s)")

@@ -26,7 +26,12 @@ import psycopg
 
 from billing_dagster.database import resolve_url, stop_embedded
 from billing_dagster.migrate import migrate
-from billing_dagster.settings import ConfigError, database_settings, sqlalchemy_url
+from billing_dagster.settings import (
+    ConfigError,
+    cloud_foundry_settings,
+    database_settings,
+    sqlalchemy_url,
+)
 
 log = logging.getLogger("billing_dagster")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +66,10 @@ def prepare() -> Prepared:
 def dev(port: int) -> int:
     prepare()
     simulator = None
-    if not os.environ.get("CF_API_URL"):
+    if any(os.environ.get(name) for name in ("CF_API_URL", "CF_CLIENT_ID", "CF_CLIENT_SECRET")):
+        cf = cloud_foundry_settings(os.environ)  # all three, or a clear error now
+        log.info("Cloud Foundry API: %s as client %s", cf.api_url, cf.client_id)
+    else:
         from billing_dagster.simulator import Foundation, Simulator
 
         now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)

@@ -13,6 +13,8 @@ from psycopg import sql
 
 from billing_dagster.database import connect
 from billing_dagster.migrate import migrate
+from billing_dagster.simulator import Foundation, Simulator
+from tests.support import SIM_CLIENT, SIM_START
 
 ADMIN_URL = os.environ.get("BILLING_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RUN_TAG = uuid.uuid4().hex[:8]
@@ -67,3 +69,12 @@ def db_url(template_database: str) -> Iterator[str]:
 def conn(db_url: str) -> Iterator[psycopg.Connection]:
     with connect(db_url) as connection:
         yield connection
+
+
+@pytest.fixture
+def simulator() -> Iterator[Simulator]:
+    """A small simulated foundation served over HTTP on loopback, virtual time at SIM_START."""
+    foundation = Foundation(seed=3, apps=40, service_instances=25, start=SIM_START)
+    with Simulator(foundation, client_id=SIM_CLIENT[0], client_secret=SIM_CLIENT[1]) as sim:
+        yield sim
+

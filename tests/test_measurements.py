@@ -49,8 +49,9 @@ def measurements(conn, start: datetime, hours: int = 1) -> dict[tuple[str, str],
 
 
 def test_a_resource_running_all_hour_measures_its_rate_times_3600(conn):
-    land(conn, H10 - timedelta(minutes=59), apps=[app("a", 512)], services=[service("s", "plan-small")])
-    land(conn, H10 + timedelta(minutes=1), apps=[app("a", 512)], services=[service("s", "plan-small")])
+    for minutes in (-59, 1):
+        land(conn, H10 + timedelta(minutes=minutes), apps=[app("a", 512)],
+             services=[service("s", "plan-small")])
     derived = derive_window(conn, H10, H10 + timedelta(hours=1))
     assert measurements(conn, H10) == {("a", "app-memory"): 512 * 3600,
                                        ("s", "plan-small"): 3600}
@@ -60,9 +61,11 @@ def test_a_resource_running_all_hour_measures_its_rate_times_3600(conn):
 
 
 def test_changes_inside_the_hour_split_it_at_the_observation(conn):
-    land(conn, H10 - timedelta(minutes=30), apps=[app("a", 256)], services=[service("s", "plan-small")])
+    land(conn, H10 - timedelta(minutes=30), apps=[app("a", 256)],
+         services=[service("s", "plan-small")])
     # at 10:20 the app doubles its memory and the service moves to another plan
-    land(conn, H10 + timedelta(minutes=20), apps=[app("a", 512)], services=[service("s", "plan-big")])
+    land(conn, H10 + timedelta(minutes=20), apps=[app("a", 512)],
+         services=[service("s", "plan-big")])
     # at 10:50 the app is gone from a complete listing: it stopped
     land(conn, H10 + timedelta(minutes=50), apps=[], services=[service("s", "plan-big")])
     derive_window(conn, H10, H10 + timedelta(hours=1))

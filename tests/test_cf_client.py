@@ -1,0 +1,118 @@
+"""The CF client against the simulator over real HTTP: auth, pagination, retries, bad JSON."""
+
+import math
+
+import pytest
+
+from billing_dagster.cf.client import CfApiError, CloudFoundryClient, RetryPolicy
+from billing_dagster.meters import CfServicesMeter
+from tests.support import cf_client
+
+
+def test_pagination_follows_next_until_null(simulator):
+    with cf_client(simulator, per_page=7) as client:
+        pages = list(client.pages("/v3/apps"))
+    apps = len(simulator.foundation.apps)
+    assert apps > 7 * 3
+    assert len(pages) == math.ceil(apps / 7)
+    assert sorted(a["guid"] for p in pages for a in p.resources) == sorted(
+        simulator.foundation.apps)
+    assert pages[-1].next_url is None
+
+
+def test_included_parents_are_merged_across_pages(simulator):
+    with cf_client(simulator, per_page=5) as client:
+        plans = client.list_all("/v3/service_plans", {"include": "service_offering"})
+    offering_guids = {o["guid"] for o in plans.included["service_offerings"]}
+    assert {p["relationships"]["service_offering"]["data"]["guid"]
+            for p in plans.resources} <= offering_guids
+
+
+def test_the_token_is_reused_then_refreshed_before_it_expires(simulator):
+    clock = [1_000_000_000.0]
+    with cf_client(simulator, now=lambda: clock[0], refresh_margin_seconds=60) as client:
+        client.get("/v3/organizations")
+        client.get("/v3/spaces")
+        assert client.token_fetches == 1
+        # the simulator's tokens live 12 h; jump to within the refresh margin of their exp
+        import jwt
+        exp = jwt.decode(client.access_token(), options={"verify_signature": False})["exp"]
+        clock[0] = exp - 30
+        client.get("/v3/organizations")
+        assert client.token_fetches == 2
+    assert simulator.token_requests == 2
+
+
+def test_wrong_client_secret_names_the_variables_to_check(simulator):
+    with CloudFoundryClient(simulator.url, "billing", "wrong") as client, \
+            pytest.raises(CfApiError, match="CF_CLIENT_ID and CF_CLIENT_SECRET"):
+        client.get("/v3/apps")
+
+
+@pytest.mark.parametrize("kind", ["429", "500", "502", "503"])
+def test_rate_limits_and_server_errors_are_retried_then_succeed(simulator, kind):
+    waits: list[float] = []
+    with cf_client(simulator, sleep=waits.append) as client:
+        client.access_token()
+        simulator.inject_fault(kind, count=2, path_prefix="/v3/organizations", retry_after=7)
+        organizations = client.list_all("/v3/organizations")
+    assert len(organizations.resources) == len(simulator.foundation.organizations)
+    if kind == "429":
+        assert waits == [0.05, 0.05]  # Retry-After: 7 s, capped by the test's max wait
+    else:
+        assert waits == [0.01, 0.02]  # exponential backoff
+
+
+def test_retry_after_is_honoured(simulator):
+    waits: list[float] = []
+    retry = RetryPolicy(max_attempts=3, backoff_seconds=0.01, max_wait_seconds=60)
+    with cf_client(simulator, sleep=waits.append, retry=retry) as client:
+        simulator.inject_fault("429", count=1, path_prefix="/v3/spaces", retry_after=7)
+        client.list_all("/v3/spaces")
+    assert waits == [7.0]
+
+
+def test_exhausted_retries_end_in_a_clear_error(simulator):
+    with cf_client(simulator, sleep=lambda _: None) as client:
+        client.access_token()
+        simulator.inject_fault("503", count=10, path_prefix="/v3/apps")
+        with pytest.raises(CfApiError) as error:
+            client.list_all("/v3/apps")
+    message = str(error.value)
+    assert "/v3/apps" in message and "failed 3 times" in message and "503" in message
+
+
+@pytest.mark.parametrize("kind", ["truncate", "malformed"])
+def test_bad_json_is_an_error_never_an_empty_list(simulator, kind):
+    with cf_client(simulator, sleep=lambda _: None) as client:
+        client.access_token()
+        simulator.inject_fault(kind, count=10, path_prefix="/v3/service_instances")
+        with pytest.raises(CfApiError, match="malformed JSON"):
+            client.list_all("/v3/service_instances", {"type": "managed"})
+
+
+def test_one_truncated_page_is_retried_and_the_read_completes(simulator):
+    with cf_client(simulator, sleep=lambda _: None, per_page=10) as client:
+        client.access_token()
+        simulator.inject_fault("truncate", count=1, path_prefix="/v3/apps")
+        apps = client.list_all("/v3/apps")
+    assert len(apps.resources) == len(simulator.foundation.apps)
+
+
+def test_a_slow_reply_times_out_and_is_retried(simulator):
+    with cf_client(simulator, sleep=lambda _: None, timeout_seconds=0.3) as client:
+        client.access_token()
+        simulator.inject_fault("slow", count=1, path_prefix="/v3/organizations",
+                               delay_seconds=1.0)
+        organizations = client.list_all("/v3/organizations")
+    assert len(organizations.resources) == len(simulator.foundation.organizations)
+
+
+def test_user_provided_service_instances_are_not_metered(simulator):
+    instances = simulator.foundation.service_instances.values()
+    managed = {i.guid for i in instances if i.type == "managed"}
+    assert len(managed) < len(instances)  # the foundation has user-provided ones too
+    with cf_client(simulator) as client:
+        reading = CfServicesMeter().snapshot(client)
+    assert reading.complete
+    assert {r.natural_id for r in reading.resources} == managed

@@ -1,0 +1,35 @@
+"""`make run` as a new user runs it: no PG*/DATABASE_URL/CF_* variables, a fresh data dir."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from billing_dagster.database import stop_embedded
+
+pytestmark = pytest.mark.embedded
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_demo_runs_on_the_embedded_defaults(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PG", "CF_", "DAGSTER_", "BILLING_")) and k != "DATABASE_URL"}
+    env["BILLING_DATA_DIR"] = str(tmp_path / "data")
+    env["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "billing_dagster.launch", "run", "--hours", "3",
+             "--apps", "30", "--service-instances", "12"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        stop_embedded(tmp_path / "data" / "pgdata")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "Metered 3 hours" in out
+    assert "gaps: 0 hour(s); carried: 0 hour(s)" in out
+    for meter in ("cfapps", "cfservices"):
+        line = next(line for line in out.splitlines() if line.startswith(meter))
+        assert int(line.split()[2].replace(",", "")) > 0  # unit-seconds measured
+    assert "database: embedded PostgreSQL" in result.stderr
