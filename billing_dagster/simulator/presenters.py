@@ -1,7 +1,8 @@
 """JSON shapes of v3 resources and usage events (cf-api.md sections 4 and 5).
 
-Plain functions from a record to a dict, as the Cloud Controller presenters lay them out, with
-the fields a client may rely on and a compact set of links (100k apps go through here).
+Plain functions from a record to a dict, as the Cloud Controller presenters lay them out: every
+data field of the reference, in its order, but only the links a reader follows (self and the
+parents), because a 100k-app snapshot is hundreds of megabytes and links are most of the bytes.
 ``base`` is the API's absolute root URL, e.g. ``http://127.0.0.1:8081``.
 """
 
@@ -33,10 +34,6 @@ def _to_one(guid: str | None) -> Json:
 
 def _href(url: str) -> Json:
     return {"href": url}
-
-
-def _post(url: str) -> Json:
-    return {"href": url, "method": "POST"}
 
 
 def present_organization(org: Organization, base: str) -> Json:
@@ -73,8 +70,6 @@ def present_space(space: Space, base: str) -> Json:
         "links": {
             "self": _href(self_url),
             "organization": _href(f"{base}/v3/organizations/{space.organization_guid}"),
-            "features": _href(f"{self_url}/features"),
-            "apply_manifest": _post(f"{self_url}/actions/apply_manifest"),
         },
     }
 
@@ -101,9 +96,6 @@ def present_app(app: App, base: str, buildpack_name: str | None) -> Json:
             "self": _href(self_url),
             "space": _href(f"{base}/v3/spaces/{app.space_guid}"),
             "processes": _href(f"{self_url}/processes"),
-            "current_droplet": _href(f"{self_url}/droplets/current"),
-            "start": _post(f"{self_url}/actions/start"),
-            "stop": _post(f"{self_url}/actions/stop"),
         },
     }
 
@@ -135,10 +127,8 @@ def present_process(process: Process, base: str, space_guid: str) -> Json:
         "metadata": _EMPTY_METADATA,
         "links": {
             "self": _href(self_url),
-            "scale": _post(f"{self_url}/actions/scale"),
             "app": _href(f"{base}/v3/apps/{process.app_guid}"),
             "space": _href(f"{base}/v3/spaces/{space_guid}"),
-            "stats": _href(f"{self_url}/stats"),
         },
     }
 
@@ -164,12 +154,6 @@ def present_service_instance(instance: ServiceInstance, base: str) -> Json:
     links: Json = {
         "self": _href(self_url),
         "space": _href(f"{base}/v3/spaces/{instance.space_guid}"),
-        "service_credential_bindings": _href(
-            f"{base}/v3/service_credential_bindings?service_instance_guids={instance.guid}"
-        ),
-        "service_route_bindings": _href(
-            f"{base}/v3/service_route_bindings?service_instance_guids={instance.guid}"
-        ),
     }
     if instance.type == "managed":
         body["maintenance_info"] = {}
@@ -180,8 +164,6 @@ def present_service_instance(instance: ServiceInstance, base: str) -> Json:
             "service_plan": _to_one(instance.plan_guid),
         }
         links["service_plan"] = _href(f"{base}/v3/service_plans/{instance.plan_guid}")
-        links["parameters"] = _href(f"{self_url}/parameters")
-        links["shared_spaces"] = _href(f"{self_url}/relationships/shared_spaces")
     else:
         body["syslog_drain_url"] = None
         body["route_service_url"] = None
@@ -253,7 +235,9 @@ def present_service_offering(offering: ServiceOffering, base: str) -> Json:
         "metadata": _EMPTY_METADATA,
         "links": {
             "self": _href(self_url),
-            "service_plans": _href(f"{base}/v3/service_plans?service_offering_guids={offering.guid}"),
+            "service_plans": _href(
+                f"{base}/v3/service_plans?service_offering_guids={offering.guid}"
+            ),
             "service_broker": _href(f"{base}/v3/service_brokers/{offering.broker_guid}"),
         },
     }

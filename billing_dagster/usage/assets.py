@@ -30,7 +30,7 @@ def foundation_snapshot(
     with cf.client() as client:
         snapshot = take_snapshot(client, METERS, taken_at)
     with db.connect() as conn:
-        landed = land_snapshot(conn, snapshot, context.run_id)
+        landed = land_snapshot(conn, snapshot, context.run.run_id)
     context.log.info(f"snapshot at {landed.taken_at.isoformat()}: {landed.readings}, "
                      f"{landed.resources} resources")
     if all(status == "failed" for status in landed.readings.values()):

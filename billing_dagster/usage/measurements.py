@@ -100,4 +100,4 @@ def summarize_window(conn: psycopg.Connection, start: datetime, end: datetime,
         if rows is None:
             counted = cur.execute(query("count_measurements"), window).fetchone()
             rows = counted["rows"] if counted else 0
-    return DerivedWindow(start, end, rows, totals, flagged)
+    return DerivedWindow(start, end, rows or 0, totals, flagged)
