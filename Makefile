@@ -20,9 +20,10 @@ run: install  ## meter the last hours of a simulated foundation on the embedded 
 dev: install  ## the same set-up, then the Dagster UI on http://localhost:3000
 	$(BIN)/python -m billing_dagster.launch dev
 
-test: install  ## lint, then every test (local PostgreSQL 15 at 127.0.0.1:5432 + embedded 18)
+test: install  ## lint, every test on the local PostgreSQL 15, then again on the embedded 18
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+	BILLING_TEST_DATABASE=embedded $(BIN)/python -m pytest -m "not embedded"
 
 lint: install
 	$(BIN)/ruff check .

@@ -11,58 +11,80 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from billing_dagster.database import connect
+from billing_dagster.database import connect, start_embedded, stop_embedded
 from billing_dagster.migrate import migrate
 from billing_dagster.simulator import Foundation, Simulator
 from tests.support import SIM_CLIENT, SIM_START
 
-ADMIN_URL = os.environ.get("BILLING_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+LOCAL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 RUN_TAG = uuid.uuid4().hex[:8]
 
 
-def database_url(name: str) -> str:
-    return psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=name)
+@pytest.fixture(scope="session")
+def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The server the tests create their databases on.
+
+    BILLING_TEST_DATABASE=embedded runs the suite on the embedded PostgreSQL 18 server (started
+    for the session); otherwise BILLING_TEST_ADMIN_URL, by default the local PostgreSQL 15.
+    """
+    if os.environ.get("BILLING_TEST_DATABASE") == "embedded":
+        data_dir = tmp_path_factory.mktemp("embedded") / "pgdata"
+        try:
+            yield start_embedded(data_dir)
+        finally:
+            stop_embedded(data_dir)
+    else:
+        yield os.environ.get("BILLING_TEST_ADMIN_URL", LOCAL_ADMIN_URL)
 
 
-def _admin(statement: sql.Composable) -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+def database_url(admin_url: str, name: str) -> str:
+    return psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+
+
+def _admin(admin_url: str, statement: sql.Composable) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(statement)
 
 
+def _drop(admin_url: str, name: str) -> None:
+    _admin(admin_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+        sql.Identifier(name)))
+
+
 @pytest.fixture(scope="session")
-def template_database() -> Iterator[str]:
+def template_database(admin_url: str) -> Iterator[str]:
     """A database with every migration applied, copied for each test; dropped at the end."""
     name = f"billing_test_template_{RUN_TAG}"
-    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    _admin(admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        with psycopg.connect(database_url(name)) as conn:
+        with psycopg.connect(database_url(admin_url, name)) as conn:
             migrate(conn)
         yield name
     finally:
-        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        _drop(admin_url, name)
 
 
 @pytest.fixture
-def empty_database_url() -> Iterator[str]:
+def empty_database_url(admin_url: str) -> Iterator[str]:
     """A database with nothing in it, for migration tests."""
     name = f"billing_test_empty_{RUN_TAG}_{uuid.uuid4().hex[:8]}"
-    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    _admin(admin_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        yield database_url(name)
+        yield database_url(admin_url, name)
     finally:
-        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        _drop(admin_url, name)
 
 
 @pytest.fixture
-def db_url(template_database: str) -> Iterator[str]:
+def db_url(admin_url: str, template_database: str) -> Iterator[str]:
     """A fresh, migrated database for one test."""
     name = f"billing_test_{RUN_TAG}_{uuid.uuid4().hex[:8]}"
-    _admin(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+    _admin(admin_url, sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
         sql.Identifier(name), sql.Identifier(template_database)))
     try:
-        yield database_url(name)
+        yield database_url(admin_url, name)
     finally:
-        _admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        _drop(admin_url, name)
 
 
 @pytest.fixture
