@@ -105,6 +105,7 @@ def land_snapshot(conn: psycopg.Connection, snapshot: Snapshot,
             (m.meter, r.natural_id, r.name, r.space_guid, json.dumps(r.details),
              r.kind_natural_id, r.rate)
             for m in snapshot.meters for r in m.resources])
+        cur.execute(query("analyze_snapshot_staging"))
         cur.execute(query("upsert_orgs"), at)
         cur.execute(query("upsert_spaces"), at)
         cur.execute(query("insert_stub_spaces"), at)
@@ -112,7 +113,8 @@ def land_snapshot(conn: psycopg.Connection, snapshot: Snapshot,
         cur.execute(query("upsert_kinds"), at)
         cur.execute(query("insert_stub_kinds"), at)
         stub_kinds = [f"{meter}:{natural_id}" for meter, natural_id in cur.fetchall()]
-        cur.execute(query("upsert_resources"), at)
+        cur.execute(query("insert_new_resources"), at)
+        cur.execute(query("update_changed_resources"))
 
         stopped: dict[str, int] = {}
         errors: dict[str, str] = {}

@@ -11,6 +11,13 @@ CREATE TEMP TABLE stage_resource (
     details jsonb NOT NULL, kind_natural_id text NOT NULL, rate bigint NOT NULL
 ) ON COMMIT DROP;
 
+-- name: analyze_snapshot_staging
+-- Statistics for the planner: temporary tables are never analysed automatically.
+ANALYZE stage_org;
+ANALYZE stage_space;
+ANALYZE stage_kind;
+ANALYZE stage_resource;
+
 -- name: copy_stage_org
 -- COPY target for the organizations read.
 COPY stage_org (guid, name) FROM STDIN
@@ -76,18 +83,27 @@ SELECT DISTINCT r.meter, r.kind_natural_id, NULL::text, %(taken_at)s::timestampt
 ON CONFLICT (meter, natural_id) DO NOTHING
 RETURNING meter, natural_id;
 
--- name: upsert_resources
--- Create or refresh the resources observed.
-INSERT INTO billing.resource AS r
-       (meter, natural_id, name, space_guid, details, first_seen_at, last_seen_at)
-SELECT DISTINCT ON (meter, natural_id)
-       meter, natural_id, name, space_guid, details, %(taken_at)s, %(taken_at)s
-  FROM stage_resource
-ON CONFLICT (meter, natural_id) DO UPDATE
-   SET name = coalesce(EXCLUDED.name, r.name),
-       space_guid = coalesce(EXCLUDED.space_guid, r.space_guid),
-       details = EXCLUDED.details,
-       last_seen_at = greatest(r.last_seen_at, EXCLUDED.last_seen_at);
+-- name: insert_new_resources
+-- Create the resources observed for the first time.
+INSERT INTO billing.resource (meter, natural_id, name, space_guid, details, first_seen_at)
+SELECT DISTINCT ON (s.meter, s.natural_id)
+       s.meter, s.natural_id, s.name, s.space_guid, s.details, %(taken_at)s
+  FROM stage_resource s
+ WHERE NOT EXISTS (SELECT 1 FROM billing.resource r
+                    WHERE r.meter = s.meter AND r.natural_id = s.natural_id)
+ON CONFLICT (meter, natural_id) DO NOTHING;
+
+-- name: update_changed_resources
+-- Refresh name, space and details of known resources, writing only the rows that changed.
+UPDATE billing.resource r
+   SET name = coalesce(s.name, r.name),
+       space_guid = coalesce(s.space_guid, r.space_guid),
+       details = s.details
+  FROM stage_resource s
+ WHERE r.meter = s.meter AND r.natural_id = s.natural_id
+   AND (r.name IS DISTINCT FROM coalesce(s.name, r.name)
+        OR r.space_guid IS DISTINCT FROM coalesce(s.space_guid, r.space_guid)
+        OR r.details IS DISTINCT FROM s.details);
 
 -- name: insert_reading
 -- One reading per meter and snapshot, whatever its outcome.
@@ -106,26 +122,34 @@ SELECT r.id, %(taken_at)s, %(reading_id)s, k.id, s.rate
 
 -- name: insert_absence_observations
 -- After a complete reading, a resource of the meter that was running and is no longer listed
--- has stopped or gone: record rate 0 from this instant. Only resources seen since the previous
--- complete reading can be in that state; older ones were closed by that reading or before.
+-- has stopped or gone: record rate 0 from this instant. Only resources observed running since
+-- the previous complete reading can be in that state (that reading closed all older ones).
 WITH previous_complete AS (
     SELECT coalesce(max(taken_at), '-infinity'::timestamptz) AS taken_at
       FROM billing.reading
      WHERE meter = %(meter)s AND status = 'complete' AND taken_at < %(taken_at)s
-       AND source = 'snapshot'
+),
+candidates AS MATERIALIZED (
+    SELECT DISTINCT o.resource_id
+      FROM billing.reading rd
+      JOIN billing.observation o ON o.reading_id = rd.id
+     WHERE rd.meter = %(meter)s
+       AND rd.taken_at >= (SELECT taken_at FROM previous_complete)
+       AND rd.taken_at < %(taken_at)s
+       AND o.rate > 0
+    EXCEPT
+    SELECT r.id
+      FROM stage_resource s
+      JOIN billing.resource r ON r.meter = s.meter AND r.natural_id = s.natural_id
+     WHERE s.meter = %(meter)s
 )
 INSERT INTO billing.observation (resource_id, observed_at, reading_id, resource_kind_id, rate)
-SELECT r.id, %(taken_at)s, %(reading_id)s, last.resource_kind_id, 0
-  FROM billing.resource r
- CROSS JOIN previous_complete p
+SELECT c.resource_id, %(taken_at)s, %(reading_id)s, last.resource_kind_id, 0
+  FROM candidates c
  CROSS JOIN LATERAL (
         SELECT o.rate, o.resource_kind_id
           FROM billing.observation o
-         WHERE o.resource_id = r.id AND o.observed_at <= %(taken_at)s
+         WHERE o.resource_id = c.resource_id AND o.observed_at <= %(taken_at)s
          ORDER BY o.observed_at DESC, o.seq DESC
          LIMIT 1) last
- WHERE r.meter = %(meter)s
-   AND r.last_seen_at >= p.taken_at
-   AND last.rate > 0
-   AND NOT EXISTS (SELECT 1 FROM stage_resource s
-                    WHERE s.meter = r.meter AND s.natural_id = r.natural_id);
+ WHERE last.rate > 0;
