@@ -8,7 +8,7 @@ everything stored is UTC and every duration comes from UTC timestamps.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import dagster as dg
 
@@ -27,3 +27,12 @@ def utc_window(window: dg.TimeWindow) -> tuple[datetime, datetime]:
 def hourly_keys_between(start: datetime, end: datetime) -> list[str]:
     """The hourly partition keys covering [start, end), in order."""
     return hourly_partitions.get_partition_keys_in_time_window(dg.TimeWindow(start, end))
+
+monthly_partitions = dg.MonthlyPartitionsDefinition(
+    start_date="2025-01", fmt="%Y-%m", timezone=BUSINESS_TIMEZONE
+)
+
+
+def business_month(window: dg.TimeWindow) -> date:
+    """The first day of the New York month a monthly partition window covers."""
+    return window.start.date().replace(day=1)

@@ -21,22 +21,29 @@ CREATE TABLE billing.catalog_load (
     changed_orgs text[] NOT NULL              -- org names whose customer changed with it
 );
 
--- Usage of one hour priced: one row per hour, org, customer, resource kind and price.
--- quantity is the sum of the measurements' unit-seconds. amount_microcredits is the exact
--- quantity x microcredits_per_unit / unit, kept as numeric; the monthly posting rounds once.
--- customer_id NULL: the org belongs to no customer (or is unknown); price_id NULL: no price
--- was valid at the start of the hour. Such rows are kept, flagged and never posted.
+-- Usage of one hour priced: one row per hour, space (and its org), customer, resource kind and
+-- price.
+-- quantity is the sum of the measurements' unit-seconds; the price's terms are copied so a
+-- catalog reload never changes a derived row behind the monthly posting's back (the re-pricing
+-- sensor re-derives the affected hours instead). amount_microcredits = quantity x
+-- microcredits_per_unit / unit as numeric, for reading; the monthly posting rounds exactly,
+-- once, from quantity and the terms. customer_id NULL: the org belongs to no customer (or is
+-- unknown); price_id NULL: no price was valid at the start of the hour. Such rows are kept,
+-- flagged and never posted.
 CREATE TABLE billing.hourly_posting (
     hour_start timestamptz NOT NULL CHECK (hour_start = date_trunc('hour', hour_start)),
     org_guid text,
+    space_guid text,
     customer_id text,
     resource_kind_id bigint NOT NULL,
     price_id bigint,
+    microcredits_per_unit bigint,
+    unit bigint,
     quantity bigint NOT NULL CHECK (quantity >= 0),
     amount_microcredits numeric,
     resources integer NOT NULL,
     CONSTRAINT hourly_posting_grain UNIQUE NULLS NOT DISTINCT
-        (hour_start, org_guid, customer_id, resource_kind_id, price_id)
+        (hour_start, space_guid, org_guid, customer_id, resource_kind_id, price_id)
 );
 CREATE INDEX hourly_posting_customer_hour ON billing.hourly_posting (customer_id, hour_start);
 

@@ -1,5 +1,7 @@
 -- name: create_snapshot_staging
--- Temporary tables that one snapshot is COPYed into; dropped at commit.
+-- Temporary tables that one snapshot is COPYed into; dropped at commit (and first, in case
+-- the caller's transaction still holds them from an earlier landing).
+DROP TABLE IF EXISTS stage_org, stage_space, stage_kind, stage_resource;
 CREATE TEMP TABLE stage_org (guid text NOT NULL, name text NOT NULL) ON COMMIT DROP;
 CREATE TEMP TABLE stage_space (
     guid text NOT NULL, org_guid text, name text NOT NULL) ON COMMIT DROP;

@@ -1,0 +1,1 @@
+"""The ledger: monthly usage posting, agreements' credits, balances and statements."""

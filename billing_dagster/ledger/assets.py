@@ -1,0 +1,137 @@
+"""Ledger assets: the monthly posting, customers' balances and monthly statements."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from psycopg.rows import dict_row
+
+from billing_dagster.ledger.posting import PostedMonth, post_month
+from billing_dagster.ledger.statements import MICROCREDITS_PER_CREDIT, build_statements
+from billing_dagster.partitions import business_month, monthly_partitions, utc_window
+from billing_dagster.pricing.assets import priced_postings
+from billing_dagster.resources import BillingDatabase
+from billing_dagster.sql import query
+
+
+@dg.asset(
+    group_name="ledger",
+    kinds={"postgres"},
+    partitions_def=monthly_partitions,
+    deps=[dg.AssetDep(priced_postings), dg.AssetKey("billing_catalog")],
+    check_specs=[dg.AssetCheckSpec(
+        "ledger_balanced", asset="ledger_entries", blocking=True,
+        description="The whole ledger's debits equal its credits and every transaction "
+                    "balances.")],
+)
+def ledger_entries(context: dg.AssetExecutionContext, db: BillingDatabase) -> dg.MaterializeResult:
+    """The month's postings in the double-entry ledger (business month in New York time,
+    declared on the month's hourly priced postings). Per customer: one usage_post transaction
+    (debit credit_pool, credit credits_used) whose amount is rounded once, half-even, per price
+    line; when charges change after posting, an adjustment of only the difference. Agreements
+    that begin by the month's end load their credits (iaa_pop_start); those that end within it
+    expire what is left (iaa_pop_end). Re-running an unchanged month posts nothing; posted
+    rows are never changed."""
+    month_start, month_end = utc_window(context.partition_time_window)
+    month = business_month(context.partition_time_window)
+    with db.connect() as conn:
+        posted = post_month(conn, month, month_start, month_end)
+        check = _ledger_check(conn)
+    context.log.info(f"{month:%Y-%m}: posted {len(posted.posted)} transactions")
+    return dg.MaterializeResult(metadata=_posting_metadata(posted), check_results=[check])
+
+
+def _ledger_check(conn: Any) -> dg.AssetCheckResult:
+    with conn.cursor(row_factory=dict_row) as cur:
+        unbalanced = cur.execute(query("ledger_imbalances")).fetchall()
+        totals = cur.execute(query("ledger_totals")).fetchone()
+    return dg.AssetCheckResult(
+        check_name="ledger_balanced",
+        passed=not unbalanced and totals["debits"] == totals["credits"],
+        metadata={"debits_microcredits": totals["debits"],
+                  "credits_microcredits": totals["credits"],
+                  "transactions": totals["transactions"],
+                  "unbalanced_transactions": dg.MetadataValue.json(
+                      [r["idempotency_key"] for r in unbalanced])})
+
+
+def _posting_metadata(posted: PostedMonth) -> dict[str, Any]:
+    rows = ["| customer | transaction | key | microcredits |", "|---|---|---|---|"]
+    rows += [f"| {p.customer_id} | {p.transaction_type} | {p.idempotency_key} "
+             f"| {p.amount_microcredits:,} |" for p in posted.posted]
+    return {
+        "business_month": f"{posted.business_month:%Y-%m}",
+        "transactions_posted": len(posted.posted),
+        "customers": len({p.customer_id for p in posted.posted}),
+        "usage_microcredits_posted": sum(
+            p.amount_microcredits for p in posted.posted
+            if p.transaction_type in ("usage_post", "adjustment")),
+        "adjustments": len(posted.of_type("adjustment")),
+        "posted": dg.MetadataValue.md("\n".join(rows) if posted.posted
+                                      else "nothing new to post"),
+    }
+
+
+@dg.asset(
+    group_name="ledger",
+    kinds={"postgres"},
+    deps=[ledger_entries],
+    check_specs=[dg.AssetCheckSpec(
+        "customers_within_credits", asset="customer_balances",
+        description="No customer has used more credits than its agreements provide.")],
+)
+def customer_balances(db: BillingDatabase) -> dg.MaterializeResult:
+    """Every customer's balance per account, in microcredits and credits: credit_pool (paid
+    for, not used yet), credits_used, credits_expired and receivable. Read from the ledger;
+    a negative credit pool means the customer is over its credits."""
+    with db.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
+        balances = cur.execute(query("customer_balances")).fetchall()
+    over = [b["customer_id"] for b in balances if b["credit_pool"] < 0]
+    return dg.MaterializeResult(
+        metadata={"customers": len(balances),
+                  "balances": dg.MetadataValue.md(balances_table(balances))},
+        check_results=[dg.AssetCheckResult(
+            check_name="customers_within_credits", passed=not over,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"over_credits": dg.MetadataValue.json(over)})],
+    )
+
+
+def balances_table(balances: list[dict[str, Any]]) -> str:
+    def credits(microcredits: int) -> str:
+        return f"{microcredits / MICROCREDITS_PER_CREDIT:,.6f}"
+
+    lines = ["| customer | tier | credits left | credits used | credits expired | receivable |",
+             "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {b['customer_id']} | {b['tier']} | {credits(b['credit_pool'])} "
+              f"| {credits(b['credits_used'])} | {credits(b['credits_expired'])} "
+              f"| {credits(b['receivable'])} |" for b in balances]
+    return "\n".join(lines)
+
+
+class StatementsConfig(dg.Config):
+    output_dir: str = ""
+    """Where the CSV files go (default: BILLING_STATEMENTS_DIR, else .billing/statements)."""
+
+
+@dg.asset(group_name="ledger", kinds={"pandas", "csv"}, partitions_def=monthly_partitions,
+          deps=[ledger_entries])
+def monthly_statements(context: dg.AssetExecutionContext, db: BillingDatabase,
+                       config: StatementsConfig) -> dg.MaterializeResult:
+    """One statement per customer and business month: usage by org, space and resource kind,
+    in unit-seconds, exact microcredits and credits, with the amount the ledger holds for the
+    month (rounded once per price line). Written as CSV, one file per customer."""
+    month_start, month_end = utc_window(context.partition_time_window)
+    month = business_month(context.partition_time_window)
+    directory = Path(config.output_dir or os.environ.get("BILLING_STATEMENTS_DIR")
+                     or Path.cwd() / ".billing" / "statements")
+    with db.connect() as conn:
+        statements = build_statements(conn, month, month_start, month_end)
+    paths = [str(s.write_csv(directory)) for s in statements]
+    return dg.MaterializeResult(metadata={
+        "customers": len(statements),
+        "files": dg.MetadataValue.json(paths),
+        "statements": dg.MetadataValue.md(
+            "\n\n".join(s.to_markdown() for s in statements) or "no usage this month"),
+    })

@@ -1,0 +1,1 @@
+"""Pricing: measurements priced at the price valid at the start of their hour."""

@@ -1,0 +1,249 @@
+-- name: ensure_accounts
+-- Every customer has one account of every type.
+INSERT INTO billing.account (customer_id, account_type)
+SELECT c.id, t.name FROM billing.customer c CROSS JOIN billing.account_type t
+ON CONFLICT (customer_id, account_type) DO NOTHING;
+
+-- name: post_month_usage
+-- Post a business month's usage: per customer and price line, the month's quantity priced
+-- and rounded once (half-even), compared with what is already posted for that month. A
+-- customer with nothing posted gets a usage_post; one whose charges changed since gets an
+-- adjustment of the difference. Unchanged customers get nothing. One statement, so it either
+-- all happens or none of it; the balance trigger checks every transaction at commit.
+WITH current_lines AS (
+    SELECT customer_id, resource_kind_id, microcredits_per_unit, unit,
+           sum(quantity)::bigint AS quantity,
+           billing.div_round_half_even(sum(quantity)::numeric * microcredits_per_unit,
+                                       unit)::bigint AS amount
+      FROM billing.hourly_posting
+     WHERE hour_start >= %(month_start)s AND hour_start < %(month_end)s
+       AND customer_id IS NOT NULL AND price_id IS NOT NULL
+     GROUP BY customer_id, resource_kind_id, microcredits_per_unit, unit
+),
+posted_lines AS (
+    SELECT t.customer_id, l.resource_kind_id, l.microcredits_per_unit, l.unit,
+           sum(l.quantity)::bigint AS quantity, sum(l.amount_microcredits)::bigint AS amount
+      FROM billing.ledger_transaction t
+      JOIN billing.posting_line l ON l.transaction_id = t.id
+     WHERE t.business_month = %(business_month)s
+     GROUP BY t.customer_id, l.resource_kind_id, l.microcredits_per_unit, l.unit
+),
+diff AS (
+    SELECT customer_id, resource_kind_id, microcredits_per_unit, unit,
+           coalesce(c.quantity, 0) - coalesce(p.quantity, 0) AS quantity,
+           coalesce(c.amount, 0) - coalesce(p.amount, 0) AS amount
+      FROM current_lines c
+      FULL JOIN posted_lines p
+           USING (customer_id, resource_kind_id, microcredits_per_unit, unit)
+     WHERE coalesce(c.quantity, 0) <> coalesce(p.quantity, 0)
+        OR coalesce(c.amount, 0) <> coalesce(p.amount, 0)
+),
+totals AS (
+    SELECT customer_id, sum(amount)::bigint AS amount
+      FROM diff GROUP BY customer_id HAVING sum(amount) <> 0
+),
+prior AS (
+    SELECT customer_id, count(*) AS n
+      FROM billing.ledger_transaction
+     WHERE business_month = %(business_month)s
+       AND transaction_type IN ('usage_post', 'adjustment')
+     GROUP BY customer_id
+),
+new_tx AS (
+    INSERT INTO billing.ledger_transaction
+           (transaction_type, idempotency_key, customer_id, effective_at, description,
+            business_month)
+    SELECT CASE WHEN prior.n IS NULL THEN 'usage_post' ELSE 'adjustment' END,
+           CASE WHEN prior.n IS NULL
+                THEN 'usage_post:' || t.customer_id || ':' || %(month_label)s
+                ELSE 'adjustment:' || t.customer_id || ':' || %(month_label)s || ':' || prior.n
+           END,
+           t.customer_id, %(month_start)s,
+           CASE WHEN prior.n IS NULL THEN 'usage of ' || %(month_label)s
+                ELSE 'change in ' || %(month_label)s || ' usage after it was posted'
+           END,
+           %(business_month)s
+      FROM totals t
+      LEFT JOIN prior USING (customer_id)
+    RETURNING id, customer_id, transaction_type, idempotency_key
+),
+entries AS (
+    INSERT INTO billing.ledger_entry (transaction_id, account_id, direction, amount_microcredits)
+    SELECT n.id, a.id,
+           CASE WHEN t.amount > 0 THEN side.direction ELSE -side.direction END,
+           abs(t.amount)
+      FROM new_tx n
+      JOIN totals t USING (customer_id)
+     CROSS JOIN (VALUES ('credit_pool', 1), ('credits_used', -1)) AS side (account_type, direction)
+      JOIN billing.account a
+        ON a.customer_id = n.customer_id AND a.account_type = side.account_type
+    RETURNING transaction_id
+),
+lines AS (
+    INSERT INTO billing.posting_line
+           (transaction_id, resource_kind_id, microcredits_per_unit, unit, quantity,
+            amount_microcredits)
+    SELECT n.id, d.resource_kind_id, d.microcredits_per_unit, d.unit, d.quantity, d.amount
+      FROM new_tx n
+      JOIN diff d USING (customer_id)
+    RETURNING transaction_id
+)
+SELECT n.customer_id, n.transaction_type, n.idempotency_key, t.amount AS amount_microcredits,
+       (SELECT count(*) FROM lines l WHERE l.transaction_id = n.id) AS lines,
+       (SELECT count(*) FROM entries e WHERE e.transaction_id = n.id) AS entries
+  FROM new_tx n
+  JOIN totals t USING (customer_id)
+ ORDER BY n.customer_id;
+
+-- name: post_iaa_starts
+-- Load the credits of every agreement whose period of performance has begun by the end of
+-- the month into its customer's credit pool (debit receivable, credit credit_pool), once.
+WITH due AS (
+    SELECT i.id, i.customer_id, i.credits_microcredits,
+           lower(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York' AS starts_at
+      FROM billing.iaa i
+     WHERE lower(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York'
+           < %(month_end)s
+       AND NOT EXISTS (SELECT 1 FROM billing.ledger_transaction t
+                        WHERE t.idempotency_key = 'iaa_pop_start:' || i.id)
+),
+new_tx AS (
+    INSERT INTO billing.ledger_transaction
+           (transaction_type, idempotency_key, customer_id, effective_at, description)
+    SELECT 'iaa_pop_start', 'iaa_pop_start:' || d.id, d.customer_id, d.starts_at,
+           'credits of agreement ' || d.id || ' available'
+      FROM due d
+    RETURNING id, customer_id, idempotency_key
+),
+entries AS (
+    INSERT INTO billing.ledger_entry (transaction_id, account_id, direction, amount_microcredits)
+    SELECT n.id, a.id, side.direction, d.credits_microcredits
+      FROM new_tx n
+      JOIN due d ON n.idempotency_key = 'iaa_pop_start:' || d.id
+     CROSS JOIN (VALUES ('receivable', 1), ('credit_pool', -1)) AS side (account_type, direction)
+      JOIN billing.account a
+        ON a.customer_id = n.customer_id AND a.account_type = side.account_type
+    RETURNING transaction_id
+)
+SELECT n.customer_id, 'iaa_pop_start' AS transaction_type, n.idempotency_key,
+       d.credits_microcredits AS amount_microcredits
+  FROM new_tx n
+  JOIN due d ON n.idempotency_key = 'iaa_pop_start:' || d.id
+ WHERE EXISTS (SELECT 1 FROM entries e WHERE e.transaction_id = n.id)
+ ORDER BY n.customer_id;
+
+-- name: post_iaa_ends
+-- Expire what is left in the credit pool when an agreement's period of performance ends
+-- within the month (debit credit_pool, credit credits_expired), once. What is left is the
+-- pool's balance over the transactions effective before the end.
+WITH due AS (
+    SELECT i.id, i.customer_id,
+           upper(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York' AS ends_at
+      FROM billing.iaa i
+     WHERE upper(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York'
+           > %(month_start)s
+       AND upper(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York'
+           <= %(month_end)s
+       AND NOT EXISTS (SELECT 1 FROM billing.ledger_transaction t
+                        WHERE t.idempotency_key = 'iaa_pop_end:' || i.id)
+),
+remaining AS (
+    SELECT d.*, (SELECT coalesce(sum(e.amount_microcredits * e.direction * -1), 0)
+                   FROM billing.ledger_entry e
+                   JOIN billing.ledger_transaction t ON t.id = e.transaction_id
+                   JOIN billing.account a ON a.id = e.account_id
+                  WHERE a.customer_id = d.customer_id AND a.account_type = 'credit_pool'
+                    AND t.effective_at < d.ends_at)::bigint AS left_microcredits
+      FROM due d
+),
+new_tx AS (
+    INSERT INTO billing.ledger_transaction
+           (transaction_type, idempotency_key, customer_id, effective_at, description)
+    SELECT 'iaa_pop_end', 'iaa_pop_end:' || r.id, r.customer_id, r.ends_at,
+           'credits left when agreement ' || r.id || ' ended'
+      FROM remaining r
+     WHERE r.left_microcredits > 0
+    RETURNING id, customer_id, idempotency_key
+),
+entries AS (
+    INSERT INTO billing.ledger_entry (transaction_id, account_id, direction, amount_microcredits)
+    SELECT n.id, a.id, side.direction, r.left_microcredits
+      FROM new_tx n
+      JOIN remaining r ON n.idempotency_key = 'iaa_pop_end:' || r.id
+     CROSS JOIN (VALUES ('credit_pool', 1), ('credits_expired', -1))
+           AS side (account_type, direction)
+      JOIN billing.account a
+        ON a.customer_id = n.customer_id AND a.account_type = side.account_type
+    RETURNING transaction_id
+)
+SELECT n.customer_id, 'iaa_pop_end' AS transaction_type, n.idempotency_key,
+       r.left_microcredits AS amount_microcredits
+  FROM new_tx n
+  JOIN remaining r ON n.idempotency_key = 'iaa_pop_end:' || r.id
+ WHERE EXISTS (SELECT 1 FROM entries e WHERE e.transaction_id = n.id)
+ ORDER BY n.customer_id;
+
+-- name: ledger_imbalances
+-- Transactions whose entries do not sum to zero, and the whole ledger's net (should be none
+-- and zero: the trigger prevents it, this check proves it).
+SELECT t.id, t.idempotency_key, sum(e.amount_microcredits::numeric * e.direction) AS net
+  FROM billing.ledger_transaction t
+  LEFT JOIN billing.ledger_entry e ON e.transaction_id = t.id
+ GROUP BY t.id, t.idempotency_key
+HAVING coalesce(sum(e.amount_microcredits::numeric * e.direction), 0) <> 0
+    OR count(e.id) < 2;
+
+-- name: ledger_totals
+-- Debits and credits of the whole ledger.
+SELECT coalesce(sum(amount_microcredits) FILTER (WHERE direction = 1), 0)::bigint AS debits,
+       coalesce(sum(amount_microcredits) FILTER (WHERE direction = -1), 0)::bigint AS credits,
+       count(DISTINCT transaction_id) AS transactions
+  FROM billing.ledger_entry;
+
+-- name: customer_balances
+-- Every customer's balance per account type, in microcredits.
+SELECT c.id AS customer_id, c.name, c.tier,
+       coalesce(sum(b.balance_microcredits) FILTER (WHERE b.account_type = 'credit_pool'), 0)
+           ::bigint AS credit_pool,
+       coalesce(sum(b.balance_microcredits) FILTER (WHERE b.account_type = 'credits_used'), 0)
+           ::bigint AS credits_used,
+       coalesce(sum(b.balance_microcredits) FILTER (WHERE b.account_type = 'credits_expired'),
+                0)::bigint AS credits_expired,
+       coalesce(sum(b.balance_microcredits) FILTER (WHERE b.account_type = 'receivable'), 0)
+           ::bigint AS receivable
+  FROM billing.customer c
+  LEFT JOIN billing.account_balance b ON b.customer_id = c.id
+ GROUP BY c.id, c.name, c.tier
+ ORDER BY c.id;
+
+-- name: statement_rows
+-- A customer's month by org, space and resource kind: unit-seconds and exact microcredits.
+SELECT coalesce(o.name, hp.org_guid) AS org, coalesce(sp.name, hp.space_guid) AS space,
+       k.meter, coalesce(k.name, k.natural_id) AS kind,
+       hp.microcredits_per_unit, hp.unit,
+       sum(hp.quantity)::bigint AS unit_seconds,
+       sum(hp.quantity)::numeric * hp.microcredits_per_unit / hp.unit AS microcredits_exact
+  FROM billing.hourly_posting hp
+  JOIN billing.resource_kind k ON k.id = hp.resource_kind_id
+  LEFT JOIN billing.cf_org o ON o.guid = hp.org_guid
+  LEFT JOIN billing.cf_space sp ON sp.guid = hp.space_guid
+ WHERE hp.customer_id = %(customer_id)s AND hp.price_id IS NOT NULL
+   AND hp.hour_start >= %(month_start)s AND hp.hour_start < %(month_end)s
+ GROUP BY 1, 2, 3, 4, 5, 6
+ ORDER BY 1, 2, 3, 4;
+
+-- name: posted_month_by_customer
+-- What the ledger holds for a business month per customer: usage posts and adjustments.
+SELECT t.customer_id, sum(l.amount_microcredits)::bigint AS posted_microcredits,
+       count(DISTINCT t.id) AS transactions
+  FROM billing.ledger_transaction t
+  JOIN billing.posting_line l ON l.transaction_id = t.id
+ WHERE t.business_month = %(business_month)s
+ GROUP BY t.customer_id
+ ORDER BY t.customer_id;
+
+-- name: statement_customers
+-- Customers with priced usage in a month.
+SELECT DISTINCT customer_id FROM billing.hourly_posting
+ WHERE customer_id IS NOT NULL AND price_id IS NOT NULL
+   AND hour_start >= %(month_start)s AND hour_start < %(month_end)s;

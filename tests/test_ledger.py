@@ -1,0 +1,241 @@
+"""Pricing and the monthly ledger on real Postgres: month boundaries in New York time,
+mid-month price changes, rounding once per line, idempotent posting and adjustments."""
+
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import psycopg
+import pytest
+from psycopg.types.range import Range
+
+from billing_dagster.ledger.posting import post_month
+from billing_dagster.ledger.statements import build_statements
+from billing_dagster.meters import MeterSnapshot, ObservedResource
+from billing_dagster.partitions import hourly_partitions, monthly_partitions, utc_window
+from billing_dagster.pricing.postings import price_window
+from billing_dagster.usage.measurements import derive_window
+from billing_dagster.usage.snapshot import Inventory, Snapshot, land_snapshot
+
+INVENTORY = Inventory(orgs=[("org-1", "acme-org"), ("org-2", "orphan-org")],
+                      spaces=[("space-1", "org-1", "prod"), ("space-2", "org-2", "dev")])
+MONTH_HOUR_SECONDS = 730 * 3600
+
+
+@pytest.fixture
+def acme(conn: psycopg.Connection) -> psycopg.Connection:
+    conn.execute("INSERT INTO billing.tier (name, credits_per_month) VALUES ('micro', 250)")
+    conn.execute("INSERT INTO billing.customer (id, name, tier) VALUES ('acme', 'Acme', 'micro')")
+    conn.execute("INSERT INTO billing.customer_org (org_name, customer_id) "
+                 "VALUES ('acme-org', 'acme')")
+    conn.commit()
+    return conn
+
+
+def add_price(conn, microcredits: int, unit: int, start: datetime, end: datetime | None = None):
+    conn.execute(
+        "INSERT INTO billing.price (resource_kind_id, microcredits_per_unit, unit, valid_during) "
+        "SELECT id, %s, %s, %s FROM billing.resource_kind WHERE natural_id = 'app-memory'",
+        (microcredits, unit, Range(start, end, "[)")))
+    conn.commit()
+
+
+def run_app(conn, guid: str, mib: int, start: datetime, end: datetime, space="space-1"):
+    """An app process running [start, end) at `mib`, as two complete snapshots would see it."""
+    land_snapshot(conn, Snapshot(start, INVENTORY, [MeterSnapshot(
+        "cfapps", [ObservedResource(guid, guid, space, "app-memory", mib)], [], complete=False)]))
+    land_snapshot(conn, Snapshot(end, INVENTORY, [MeterSnapshot(
+        "cfapps", [ObservedResource(guid, guid, space, "app-memory", 0)], [], complete=False)]))
+
+
+def month(key: str) -> tuple[date, datetime, datetime]:
+    start, end = utc_window(monthly_partitions.time_window_for_partition_key(key))
+    return date.fromisoformat(f"{key}-01"), start, end
+
+
+def derive_price_post(conn, key: str):
+    business_month, start, end = month(key)
+    derive_window(conn, start, end)
+    price_window(conn, start, end)
+    return post_month(conn, business_month, start, end)
+
+
+def posted_lines(conn, key: str) -> list[tuple]:
+    return conn.execute(
+        "SELECT t.transaction_type, l.quantity, l.amount_microcredits, l.microcredits_per_unit "
+        "FROM billing.posting_line l JOIN billing.ledger_transaction t ON t.id = l.transaction_id "
+        "WHERE t.business_month = %s ORDER BY t.id, l.microcredits_per_unit",
+        (date.fromisoformat(f"{key}-01"),)).fetchall()
+
+
+def balances(conn) -> dict[str, int]:
+    rows = conn.execute("SELECT account_type, balance_microcredits FROM billing.account_balance "
+                        "WHERE customer_id = 'acme'").fetchall()
+    return dict(rows)
+
+
+def assert_ledger_balanced(conn) -> None:
+    net = conn.execute("SELECT coalesce(sum(amount_microcredits * direction), 0) "
+                       "FROM billing.ledger_entry").fetchone()
+    assert net == (0,)
+    unbalanced = conn.execute(
+        "SELECT transaction_id FROM billing.ledger_entry GROUP BY transaction_id "
+        "HAVING sum(amount_microcredits * direction) <> 0").fetchall()
+    assert unbalanced == []
+
+
+@pytest.mark.parametrize(("key", "hours"), [("2025-03", 743), ("2025-11", 721),
+                                            ("2025-12", 744), ("2025-02", 672)])
+def test_business_months_have_their_new_york_hours(key: str, hours: int):
+    window = monthly_partitions.time_window_for_partition_key(key)
+    keys = hourly_partitions.get_partition_keys_in_time_window(window)
+    start, end = utc_window(window)
+    assert len(keys) == hours == (end - start) // timedelta(hours=1)
+    # and Dagster maps the month onto exactly those hourly partitions (lineage in the UI)
+    mapped = dg.TimeWindowPartitionMapping().get_upstream_mapped_partitions_result_for_partitions(
+        monthly_partitions.subset_with_partition_keys([key]), monthly_partitions,
+        hourly_partitions).partitions_subset.get_partition_keys()
+    assert list(mapped) == keys
+
+
+def test_hours_belong_to_the_new_york_month_they_fall_in(acme):
+    price = 1_000_000  # per MiB-hour, so a MiB-hour costs one credit exactly
+    add_price(acme, price, 3600, datetime(2025, 1, 1, tzinfo=UTC))
+    hour = timedelta(hours=1)
+    for guid, mib, at in [("jan", 1, datetime(2025, 2, 1, 0, tzinfo=UTC)),   # Jan 31 19:00 ET
+                          ("feb-a", 2, datetime(2025, 2, 1, 5, tzinfo=UTC)),  # Feb 1 00:00 ET
+                          ("feb-b", 4, datetime(2025, 3, 1, 0, tzinfo=UTC)),  # Feb 28 19:00 ET
+                          ("mar", 8, datetime(2025, 3, 1, 5, tzinfo=UTC))]:   # Mar 1 00:00 ET
+        run_app(acme, guid, mib, at, at + hour)
+    posted = {key: derive_price_post(acme, key) for key in ("2025-01", "2025-02", "2025-03")}
+    charged = {key: sum(p.amount_microcredits for p in m.posted) for key, m in posted.items()}
+    assert charged == {"2025-01": 1 * price, "2025-02": 6 * price, "2025-03": 8 * price}
+    assert_ledger_balanced(acme)
+
+
+def test_rounding_happens_once_per_line_not_per_hour(acme):
+    # 1,000,000 microcredits per 730 MiB-hours: each hour is worth 1369.86..., a 730-hour
+    # month exactly 1,000,000. Rounding per hour would post 1,000,100.
+    add_price(acme, 1_000_000, MONTH_HOUR_SECONDS, datetime(2025, 1, 1, tzinfo=UTC))
+    _, start, _ = month("2025-03")
+    run_app(acme, "a", 1, start, start + timedelta(hours=730))
+    posted = derive_price_post(acme, "2025-03")
+    assert [(p.transaction_type, p.amount_microcredits) for p in posted.posted] == [
+        ("usage_post", 1_000_000)]
+    assert balances(acme) == {"credit_pool": -1_000_000, "credits_used": 1_000_000,
+                              "credits_expired": 0, "receivable": 0}
+    assert_ledger_balanced(acme)
+
+
+def test_a_price_change_mid_month_charges_each_hour_at_its_own_price(acme):
+    change = datetime(2025, 3, 15, 4, tzinfo=UTC)  # Mar 15 00:00 ET
+    add_price(acme, 3_600_000, 3600, datetime(2025, 1, 1, tzinfo=UTC), change)
+    add_price(acme, 7_200_000, 3600, change)
+    _, start, end = month("2025-03")
+    run_app(acme, "a", 1, start, end)
+    derive_price_post(acme, "2025-03")
+    before = int((change - start).total_seconds())
+    after = int((end - change).total_seconds())
+    assert posted_lines(acme, "2025-03") == [
+        ("usage_post", before, before * 1000, 3_600_000),
+        ("usage_post", after, after * 2000, 7_200_000)]
+    assert_ledger_balanced(acme)
+
+
+def test_posting_a_month_again_posts_nothing(acme):
+    add_price(acme, 1_000_000, 3600, datetime(2025, 1, 1, tzinfo=UTC))
+    _, start, _ = month("2025-03")
+    run_app(acme, "a", 3, start, start + timedelta(hours=10))
+    first = derive_price_post(acme, "2025-03")
+    second = derive_price_post(acme, "2025-03")
+    third = post_month(acme, *month("2025-03"))
+    assert len(first.posted) == 1
+    assert second.posted == [] and third.posted == []
+    assert acme.execute("SELECT count(*) FROM billing.ledger_transaction").fetchone() == (1,)
+    assert_ledger_balanced(acme)
+
+
+def test_late_usage_posts_one_adjustment_of_the_difference(acme):
+    add_price(acme, 1_000_000, 3600, datetime(2025, 1, 1, tzinfo=UTC))
+    _, start, _ = month("2025-03")
+    run_app(acme, "a", 2, start, start + timedelta(hours=10))
+    derive_price_post(acme, "2025-03")
+    # usage that happened in March but was landed after the month was posted
+    run_app(acme, "late", 1, start + timedelta(days=3), start + timedelta(days=3, hours=5))
+    adjusted = derive_price_post(acme, "2025-03")
+    again = derive_price_post(acme, "2025-03")
+    assert [(p.transaction_type, p.idempotency_key, p.amount_microcredits)
+            for p in adjusted.posted] == [("adjustment", "adjustment:acme:2025-03:1", 5_000_000)]
+    assert again.posted == []
+    assert balances(acme)["credits_used"] == 25_000_000
+    assert_ledger_balanced(acme)
+
+
+def test_lower_charges_post_a_reversing_adjustment_never_an_edit(acme):
+    add_price(acme, 1_000_000, 3600, datetime(2025, 1, 1, tzinfo=UTC), None)
+    _, start, _ = month("2025-03")
+    run_app(acme, "a", 2, start, start + timedelta(hours=10))
+    derive_price_post(acme, "2025-03")
+    # the billing team corrects the price of March downwards (a new catalog)
+    acme.execute("DELETE FROM billing.price")
+    add_price(acme, 500_000, 3600, datetime(2025, 1, 1, tzinfo=UTC))
+    adjusted = derive_price_post(acme, "2025-03")
+    assert [p.amount_microcredits for p in adjusted.posted] == [-10_000_000]
+    assert balances(acme)["credits_used"] == 10_000_000
+    directions = acme.execute(
+        "SELECT a.account_type, e.direction FROM billing.ledger_entry e "
+        "JOIN billing.account a ON a.id = e.account_id JOIN billing.ledger_transaction t "
+        "ON t.id = e.transaction_id WHERE t.transaction_type = 'adjustment' ORDER BY 1").fetchall()
+    assert directions == [("credit_pool", -1), ("credits_used", 1)]
+    assert_ledger_balanced(acme)
+
+
+def test_held_usage_is_kept_and_charged_once_when_the_price_arrives(acme):
+    _, start, _ = month("2025-03")
+    run_app(acme, "a", 4, start, start + timedelta(hours=2))
+    run_app(acme, "orphan", 1, start, start + timedelta(hours=2), space="space-2")
+    nothing = derive_price_post(acme, "2025-03")
+    held = acme.execute("SELECT price_id IS NULL, customer_id, sum(quantity) "
+                        "FROM billing.hourly_posting GROUP BY 1, 2 ORDER BY 2").fetchall()
+    assert nothing.posted == []
+    assert held == [(True, "acme", 4 * 7200), (True, None, 7200)]
+    add_price(acme, 1_000_000, 3600, datetime(2025, 1, 1, tzinfo=UTC))
+    charged = derive_price_post(acme, "2025-03")
+    assert [(p.transaction_type, p.amount_microcredits) for p in charged.posted] == [
+        ("usage_post", 8_000_000)]
+    assert derive_price_post(acme, "2025-03").posted == []
+    # the orphan org's usage is still held, not dropped
+    still_held = acme.execute("SELECT sum(quantity) FROM billing.hourly_posting "
+                              "WHERE customer_id IS NULL").fetchone()
+    assert still_held == (7200,)
+    assert_ledger_balanced(acme)
+
+
+def test_agreements_load_credits_and_expire_what_is_left(acme):
+    acme.execute("INSERT INTO billing.iaa (id, customer_id, credits_microcredits, "
+                 "period_of_performance) VALUES ('IAA-1', 'acme', 100000000, "
+                 "daterange('2025-03-01', '2025-04-01'))")
+    acme.commit()
+    add_price(acme, 1_000_000, 3600, datetime(2025, 1, 1, tzinfo=UTC))
+    _, start, _ = month("2025-03")
+    run_app(acme, "a", 3, start, start + timedelta(hours=10))
+    posted = derive_price_post(acme, "2025-03")
+    assert [(p.transaction_type, p.amount_microcredits) for p in posted.posted] == [
+        ("iaa_pop_start", 100_000_000), ("usage_post", 30_000_000), ("iaa_pop_end", 70_000_000)]
+    assert balances(acme) == {"credit_pool": 0, "credits_used": 30_000_000,
+                              "credits_expired": 70_000_000, "receivable": 100_000_000}
+    assert derive_price_post(acme, "2025-03").posted == []
+    assert_ledger_balanced(acme)
+
+
+def test_statements_break_the_month_down_without_floats(acme):
+    add_price(acme, 1_000_000, MONTH_HOUR_SECONDS, datetime(2025, 1, 1, tzinfo=UTC))
+    _, start, end = month("2025-03")
+    run_app(acme, "a", 1, start, start + timedelta(hours=365))
+    run_app(acme, "b", 1, start, start + timedelta(hours=365), space="space-1")
+    derive_price_post(acme, "2025-03")
+    (statement,) = build_statements(acme, date(2025, 3, 1), start, end)
+    assert statement.posted_microcredits == 1_000_000
+    assert statement.exact_microcredits == 1_000_000
+    assert statement.rows["microcredits"].map(type).eq(type(statement.exact_microcredits)).all()
+    assert list(statement.rows[["org", "space", "kind"]].itertuples(index=False, name=None)) == [
+        ("acme-org", "prod", "App memory")]
