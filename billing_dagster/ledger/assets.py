@@ -77,6 +77,9 @@ def _posting_metadata(posted: PostedMonth) -> dict[str, Any]:
     group_name="ledger",
     kinds={"postgres"},
     deps=[ledger_entries],
+    # refreshed whenever a month is posted (the automation sensor runs it)
+    automation_condition=dg.AutomationCondition.any_deps_updated()
+    & ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress(),
     check_specs=[dg.AssetCheckSpec(
         "customers_within_credits", asset="customer_balances",
         description="No customer has used more credits than its agreements provide.")],

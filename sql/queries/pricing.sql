@@ -46,3 +46,51 @@ SELECT CASE WHEN hp.price_id IS NULL THEN 'no price' ELSE 'no customer' END AS r
    AND (hp.price_id IS NULL OR hp.customer_id IS NULL)
  GROUP BY 1, 2, 3, 4
  ORDER BY 1, 2, 3, 4;
+
+-- name: record_unknown_kinds
+-- Resource kinds whose usage could not be priced (no name, or no price covering the hours
+-- they were used), recorded for review. Only kinds not reported before are returned, with
+-- where they were seen.
+WITH seen AS (
+    SELECT hp.resource_kind_id,
+           CASE WHEN k.name IS NULL THEN 'no name' ELSE 'no price' END AS reason,
+           min(hp.hour_start) AS first_hour, max(hp.hour_start) AS last_hour,
+           count(DISTINCT hp.hour_start)::integer AS hours,
+           sum(hp.resources)::integer AS resources, sum(hp.quantity)::bigint AS quantity
+      FROM billing.hourly_posting hp
+      JOIN billing.resource_kind k ON k.id = hp.resource_kind_id
+     WHERE hp.price_id IS NULL
+     GROUP BY hp.resource_kind_id, 2
+),
+new AS (
+    INSERT INTO billing.unknown_kind_review
+           (resource_kind_id, reason, first_hour, last_hour, hours, resources, quantity)
+    SELECT resource_kind_id, reason, first_hour, last_hour, hours, resources, quantity
+      FROM seen
+    ON CONFLICT (resource_kind_id, reason) DO NOTHING
+    RETURNING *
+)
+SELECT n.reason, k.meter, k.natural_id, k.name, n.first_hour, n.last_hour, n.hours,
+       n.resources, n.quantity,
+       (SELECT array_agg(DISTINCT coalesce(o.name, hp.org_guid, '(unknown org)'))
+          FROM billing.hourly_posting hp
+          LEFT JOIN billing.cf_org o ON o.guid = hp.org_guid
+         WHERE hp.resource_kind_id = n.resource_kind_id AND hp.price_id IS NULL) AS orgs
+  FROM new n
+  JOIN billing.resource_kind k ON k.id = n.resource_kind_id
+ ORDER BY k.meter, k.natural_id;
+
+-- name: catalog_loads_after
+-- Catalog loads the re-pricing sensor has not handled yet.
+SELECT id, loaded_at, checksum FROM billing.catalog_load WHERE id > %(after_id)s ORDER BY id;
+
+-- name: hours_to_reprice
+-- Hours with postings that a catalog load may have changed: their price changed, or their org
+-- moved to another customer. Held hours whose gap a load filled are among them.
+SELECT DISTINCT hp.hour_start
+  FROM billing.hourly_posting hp
+  JOIN billing.catalog_load cl ON cl.id > %(after_id)s AND cl.id <= %(up_to_id)s
+  LEFT JOIN billing.cf_org o ON o.guid = hp.org_guid
+ WHERE cl.changed_prices @> hp.hour_start
+    OR o.name = ANY (cl.changed_orgs)
+ ORDER BY hp.hour_start;

@@ -1,0 +1,128 @@
+"""Sensors of the pricing domain: unknown resource kinds, and re-pricing after catalog loads."""
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import httpx
+from psycopg.rows import dict_row
+
+from billing_dagster.jobs import ledger_job, repricing_job
+from billing_dagster.partitions import hourly_keys_between, hourly_partitions, monthly_partitions
+from billing_dagster.resources import BillingDatabase
+from billing_dagster.sql import query
+
+log = logging.getLogger(__name__)
+HOUR = timedelta(hours=1)
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+@dg.sensor(name="unknown_kinds_sensor", minimum_interval_seconds=300,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Reports each resource kind that usage was priced against without a name "
+                       "or a price, once; records it in billing.unknown_kind_review and posts "
+                       "it to BILLING_ALERT_WEBHOOK_URL when set.")
+def unknown_kinds_sensor(context: dg.SensorEvaluationContext,
+                         db: BillingDatabase) -> dg.SensorResult | dg.SkipReason:
+    with db.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
+        new = cur.execute(query("record_unknown_kinds")).fetchall()
+        conn.commit()
+    if not new:
+        return dg.SkipReason("no new unknown resource kinds")
+    report = [_describe(kind) for kind in new]
+    for line in report:
+        context.log.warning(f"unknown resource kind: {line}")
+    webhook = os.environ.get("BILLING_ALERT_WEBHOOK_URL")
+    if webhook:
+        _post_alert(webhook, new)
+    return dg.SensorResult(
+        skip_reason=f"{len(new)} new unknown resource kind(s): " + "; ".join(report),
+        asset_events=[dg.AssetObservation(
+            asset_key="priced_postings",
+            metadata={"new_unknown_kinds": dg.MetadataValue.json(
+                [{k: str(v) for k, v in kind.items()} for kind in new])})],
+    )
+
+
+def _describe(kind: dict[str, Any]) -> str:
+    name = kind["name"] or kind["natural_id"]
+    return (f"{kind['meter']}:{name} ({kind['reason']}) used {kind['hours']} hours from "
+            f"{kind['first_hour']:%Y-%m-%d %H:00} UTC by {', '.join(kind['orgs'] or [])}")
+
+
+def _post_alert(url: str, kinds: list[dict[str, Any]]) -> None:
+    payload = {"text": "billing-dagster: new unknown resource kinds",
+               "kinds": [{k: str(v) for k, v in kind.items()} for kind in kinds]}
+    try:
+        httpx.post(url, content=json.dumps(payload),
+                   headers={"Content-Type": "application/json"}, timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:  # the kinds are recorded; the alert is best effort
+        log.warning("alert webhook %s failed: %s", url, exc)
+
+
+@dg.sensor(name="repricing_sensor", minimum_interval_seconds=60, job=repricing_job,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="After each catalog load, re-prices the hours whose price or customer it "
+                       "changed (held usage included), one run per contiguous range.")
+def repricing_sensor(context: dg.SensorEvaluationContext,
+                     db: BillingDatabase) -> dg.SensorResult | dg.SkipReason:
+    after = int(context.cursor or 0)
+    with db.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
+        loads = cur.execute(query("catalog_loads_after"), {"after_id": after}).fetchall()
+        if not loads:
+            return dg.SkipReason("no catalog load since the last re-pricing")
+        up_to = loads[-1]["id"]
+        hours = [r["hour_start"] for r in cur.execute(
+            query("hours_to_reprice"), {"after_id": after, "up_to_id": up_to})]
+    requests = [
+        dg.RunRequest(run_key=f"catalog-{up_to}-{keys[0]}", tags={
+            RANGE_START: keys[0], RANGE_END: keys[-1], "billing/catalog_load": str(up_to)})
+        for keys in (hourly_keys_between(start, end) for start, end in contiguous(hours))
+    ]
+    context.log.info(f"catalog loads {after + 1}..{up_to}: {len(hours)} hours to re-price in "
+                     f"{len(requests)} runs")
+    return dg.SensorResult(run_requests=requests, cursor=str(up_to))
+
+
+@dg.run_status_sensor(name="reposting_sensor", run_status=dg.DagsterRunStatus.SUCCESS,
+                      monitored_jobs=[repricing_job],
+                      request_job=ledger_job, default_status=dg.DefaultSensorStatus.RUNNING,
+                      description="When a re-pricing run succeeds, posts the months it touched "
+                                  "again (only the difference is posted).")
+def reposting_sensor(context: dg.RunStatusSensorContext) -> Iterator[dg.RunRequest]:
+    tags = context.dagster_run.tags
+    if RANGE_START not in tags:
+        return
+    months = months_of_range(tags[RANGE_START], tags[RANGE_END])
+    for month in months:
+        yield dg.RunRequest(run_key=f"{context.dagster_run.run_id}-{month}",
+                            partition_key=month,
+                            tags={"billing/repriced_by": context.dagster_run.run_id})
+
+
+def contiguous(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
+    """Sorted hour starts grouped into [start, end) windows of consecutive hours."""
+    ranges: list[tuple[datetime, datetime]] = []
+    for hour in hours:
+        if ranges and ranges[-1][1] == hour:
+            ranges[-1] = (ranges[-1][0], hour + HOUR)
+        else:
+            ranges.append((hour, hour + HOUR))
+    return ranges
+
+
+def months_of_range(first_key: str, last_key: str) -> list[str]:
+    """Keys of the business months, among those that have ended, that overlap a range of
+    hourly partitions."""
+    start = hourly_partitions.time_window_for_partition_key(first_key).start
+    end = hourly_partitions.time_window_for_partition_key(last_key).end
+    months = []
+    for key in monthly_partitions.get_partition_keys():
+        window = monthly_partitions.time_window_for_partition_key(key)
+        if window.end > start and window.start < end:
+            months.append(key)
+    return months

@@ -1,0 +1,131 @@
+"""Sensors: unknown kinds reported once (and to a webhook), and held usage charged exactly once
+by the re-pricing runs a catalog load triggers."""
+
+import json
+import threading
+from datetime import UTC, date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import dagster as dg
+import pytest
+from psycopg.types.range import Range
+
+from billing_dagster.ledger.assets import ledger_entries
+from billing_dagster.partitions import hourly_keys_between, monthly_partitions, utc_window
+from billing_dagster.pricing.assets import priced_postings
+from billing_dagster.pricing.sensors import (
+    RANGE_END,
+    RANGE_START,
+    contiguous,
+    reposting_sensor,
+    repricing_sensor,
+    unknown_kinds_sensor,
+)
+from billing_dagster.resources import BillingDatabase
+from billing_dagster.usage.measurements import derive_window
+from tests.test_ledger import run_app
+
+MARCH = monthly_partitions.time_window_for_partition_key("2025-03")
+START, END = utc_window(MARCH)
+
+
+@pytest.fixture
+def held(conn, db_url):
+    """Acme used app memory for 3 hours of March 2025 with no price in the catalog yet."""
+    conn.execute("INSERT INTO billing.customer (id, name) VALUES ('acme', 'Acme')")
+    conn.execute("INSERT INTO billing.customer_org VALUES ('acme-org', 'acme')")
+    conn.commit()
+    run_app(conn, "a", 2, START + timedelta(hours=5), START + timedelta(hours=8))
+    derive_window(conn, START, END)
+    resources = {"db": BillingDatabase(url=db_url)}
+    keys = hourly_keys_between(START, END)
+    assert dg.materialize([priced_postings], resources=resources, tags={
+        RANGE_START: keys[0], RANGE_END: keys[-1]}).success
+    return resources
+
+
+def load_price(conn, microcredits: int, valid_from: datetime) -> None:
+    """What a catalog load that adds a price writes (the loader's contract)."""
+    valid = Range(valid_from, None, "[)")
+    conn.execute("INSERT INTO billing.price (resource_kind_id, microcredits_per_unit, unit, "
+                 "valid_during) SELECT id, %s, 3600, %s FROM billing.resource_kind "
+                 "WHERE natural_id = 'app-memory'", (microcredits, valid))
+    conn.execute("INSERT INTO billing.catalog_load (source, checksum, summary, changed_prices, "
+                 "changed_orgs) VALUES ('test', 'x', '{}', tstzmultirange(%s), '{}')", (valid,))
+    conn.commit()
+
+
+def test_an_unknown_kind_is_reported_once_with_where_it_was_seen(conn, held):
+    first = unknown_kinds_sensor(dg.build_sensor_context(resources=held))
+    second = unknown_kinds_sensor(dg.build_sensor_context(resources=held))
+    assert isinstance(first, dg.SensorResult)
+    assert "cfapps:App memory (no price) used 3 hours" in (first.skip_reason.skip_message or "")
+    assert "acme-org" in (first.skip_reason.skip_message or "")
+    assert isinstance(second, dg.SkipReason)
+    review = conn.execute("SELECT reason, hours, resources, quantity "
+                          "FROM billing.unknown_kind_review").fetchall()
+    assert review == [("no price", 3, 3, 2 * 3 * 3600)]
+
+
+def test_new_unknown_kinds_are_posted_to_the_alert_webhook(conn, held, monkeypatch):
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    monkeypatch.setenv("BILLING_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/")
+    unknown_kinds_sensor(dg.build_sensor_context(resources=held))
+    thread.join(timeout=10)
+    server.server_close()
+    assert [k["reason"] for k in received[0]["kinds"]] == ["no price"]
+
+
+def test_a_price_added_later_gets_held_usage_charged_exactly_once(conn, held):
+    month = date(2025, 3, 1)
+    assert dg.materialize([ledger_entries], resources=held, partition_key="2025-03").success
+    assert conn.execute("SELECT count(*) FROM billing.ledger_transaction").fetchone() == (0,)
+
+    load_price(conn, 1_000_000, datetime(2025, 1, 1, tzinfo=UTC))
+    tick = repricing_sensor(dg.build_sensor_context(resources=held))
+    assert isinstance(tick, dg.SensorResult) and tick.cursor
+    (request,) = tick.run_requests or []
+    held_hours = hourly_keys_between(START + timedelta(hours=5), START + timedelta(hours=8))
+    assert (request.tags[RANGE_START], request.tags[RANGE_END]) == (held_hours[0],
+                                                                     held_hours[-1])
+    instance = dg.DagsterInstance.ephemeral()
+    repriced = dg.materialize([priced_postings], resources=held, instance=instance,
+                              tags=request.tags)
+    assert repriced.success
+    run = instance.get_run_by_id(repriced.run_id)
+    assert run is not None
+    context = dg.build_run_status_sensor_context(
+        sensor_name="reposting_sensor", dagster_instance=instance, dagster_run=run,
+        dagster_event=repriced.get_run_success_event())
+    (repost,) = list(reposting_sensor(context))  # type: ignore[arg-type]
+    assert repost.partition_key == "2025-03"
+    for _ in range(2):  # the reposting, and a repeat of it, charge the usage once
+        assert dg.materialize([ledger_entries], resources=held,
+                              partition_key=repost.partition_key).success
+    charged = conn.execute(
+        "SELECT transaction_type, business_month, sum(amount_microcredits) / 2 "
+        "FROM billing.ledger_transaction t JOIN billing.ledger_entry e "
+        "ON e.transaction_id = t.id GROUP BY 1, 2").fetchall()
+    assert charged == [("usage_post", month, 6_000_000)]
+    again = repricing_sensor(dg.build_sensor_context(resources=held, cursor=tick.cursor))
+    assert isinstance(again, dg.SkipReason)
+
+
+def test_contiguous_hours_become_one_range_each():
+    h = datetime(2025, 3, 3, tzinfo=UTC)
+    hours = [h, h + timedelta(hours=1), h + timedelta(hours=2), h + timedelta(hours=5)]
+    assert contiguous(hours) == [(h, h + timedelta(hours=3)),
+                                 (h + timedelta(hours=5), h + timedelta(hours=6))]
