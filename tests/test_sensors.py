@@ -101,16 +101,16 @@ def test_a_price_added_later_gets_held_usage_charged_exactly_once(conn, held):
     held_hours = hourly_keys_between(START + timedelta(hours=5), START + timedelta(hours=8))
     assert (request.tags[RANGE_START], request.tags[RANGE_END]) == (held_hours[0],
                                                                      held_hours[-1])
-    instance = dg.DagsterInstance.ephemeral()
-    repriced = dg.materialize([priced_postings], resources=held, instance=instance,
-                              tags=request.tags)
-    assert repriced.success
-    run = instance.get_run_by_id(repriced.run_id)
-    assert run is not None
-    context = dg.build_run_status_sensor_context(
-        sensor_name="reposting_sensor", dagster_instance=instance, dagster_run=run,
-        dagster_event=repriced.get_run_success_event())
-    (repost,) = list(reposting_sensor(context))  # type: ignore[arg-type]
+    with dg.DagsterInstance.ephemeral() as instance:
+        repriced = dg.materialize([priced_postings], resources=held, instance=instance,
+                                  tags=request.tags)
+        assert repriced.success
+        run = instance.get_run_by_id(repriced.run_id)
+        assert run is not None
+        context = dg.build_run_status_sensor_context(
+            sensor_name="reposting_sensor", dagster_instance=instance, dagster_run=run,
+            dagster_event=repriced.get_run_success_event())
+        (repost,) = list(reposting_sensor(context))  # type: ignore[arg-type]
     assert repost.partition_key == "2025-03"
     for _ in range(2):  # the reposting, and a repeat of it, charge the usage once
         assert dg.materialize([ledger_entries], resources=held,
