@@ -1,25 +1,33 @@
-"""The Dagster code location: every asset, check, job, schedule and resource, in one place."""
-
-from __future__ import annotations
+"""The Dagster code location: every asset, check, job, schedule, sensor and resource."""
 
 import dagster as dg
 
+from billing_dagster.catalog.assets import billing_catalog, catalog_file_sensor
+from billing_dagster.jobs import (
+    catalog_job,
+    ledger_job,
+    ledger_schedule,
+    metering_job,
+    metering_schedule,
+    repricing_job,
+    snapshot_job,
+    snapshot_schedule,
+)
+from billing_dagster.ledger.assets import customer_balances, ledger_entries, monthly_statements
+from billing_dagster.pricing.assets import priced_postings
+from billing_dagster.pricing.sensors import (
+    reposting_sensor,
+    repricing_sensor,
+    unknown_kinds_sensor,
+)
 from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
 from billing_dagster.usage.assets import foundation_snapshot, hourly_measurements
 
-snapshot_job = dg.define_asset_job(
-    "snapshot_job", selection=[foundation_snapshot],
-    description="Read the foundation's current state and land it.")
-measurements_job = dg.define_asset_job(
-    "measurements_job", selection=[hourly_measurements],
-    description="Derive hourly measurements from landed observations.")
-
-snapshot_schedule = dg.ScheduleDefinition(
-    name="snapshot_schedule", job=snapshot_job, cron_schedule="1 * * * *",
-    execution_timezone="UTC", description="A snapshot at minute 1 of every hour.")
-measurements_schedule = dg.build_schedule_from_partitioned_job(
-    measurements_job, name="measurements_schedule", minute_of_hour=1,
-    description="At minute 1, derive the hour that just ended.")
+# customer_balances follows the ledger by itself; Dagster's default automation sensor starts
+# stopped, so this one is declared running.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "billing_automation", target=dg.AssetSelection.assets(customer_balances),
+    default_status=dg.DefaultSensorStatus.RUNNING)
 
 
 def resources() -> dict[str, dg.ConfigurableResource]:
@@ -33,8 +41,11 @@ def resources() -> dict[str, dg.ConfigurableResource]:
 
 
 defs = dg.Definitions(
-    assets=[foundation_snapshot, hourly_measurements],
-    jobs=[snapshot_job, measurements_job],
-    schedules=[snapshot_schedule, measurements_schedule],
+    assets=[billing_catalog, foundation_snapshot, hourly_measurements, priced_postings,
+            ledger_entries, customer_balances, monthly_statements],
+    jobs=[snapshot_job, metering_job, repricing_job, ledger_job, catalog_job],
+    schedules=[snapshot_schedule, metering_schedule, ledger_schedule],
+    sensors=[catalog_file_sensor, unknown_kinds_sensor, repricing_sensor, reposting_sensor,
+             automation_sensor],
     resources=resources(),
 )

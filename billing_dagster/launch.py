@@ -1,8 +1,8 @@
 """Entry points behind `make run`, `make dev` and `make stop`.
 
-``run``: on the embedded defaults (or the configured database), start the CF simulator, take a
-snapshot at minute 1 of each of the last hours of virtual time, derive those hours in one
-backfill run, and print a summary. The runs are recorded in Dagster's storage, so `make dev`
+``run``: on the embedded defaults (or the configured database), start the CF simulator, load
+the catalog, meter and price the simulated foundation, post the previous business month and
+print the balances (see demo.py). The runs are recorded in Dagster's storage, so `make dev`
 shows them afterwards.
 ``dev``: the same set-up, then the Dagster UI (webserver + daemon) on http://127.0.0.1:3000,
 reading the simulator (following the wall clock) unless CF_API_URL is set.
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psycopg
 
+from billing_dagster.catalog import EXAMPLE_CATALOG
 from billing_dagster.database import resolve_url, stop_embedded
 from billing_dagster.migrate import migrate
 from billing_dagster.settings import (
@@ -55,6 +56,8 @@ def prepare() -> Prepared:
     home = Path(os.environ.get("DAGSTER_HOME") or Path.cwd() / ".dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    os.environ.setdefault("BILLING_CATALOG", str(EXAMPLE_CATALOG))
+    log.info("catalog: %s", os.environ["BILLING_CATALOG"])
     os.environ.update({
         "DAGSTER_HOME": str(home),
         "DATABASE_URL": url,  # run workers started by Dagster use the same database
@@ -111,8 +114,7 @@ def stop() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m billing_dagster.launch")
     sub = parser.add_subparsers(dest="command", required=True)
-    run_parser = sub.add_parser("run", help="meter the last hours of a simulated foundation")
-    run_parser.add_argument("--hours", type=int, default=6)
+    run_parser = sub.add_parser("run", help="meter, price and post a simulated foundation")
     run_parser.add_argument("--apps", type=int, default=200)
     run_parser.add_argument("--service-instances", type=int, default=80)
     dev_parser = sub.add_parser("dev", help="the Dagster UI on the same set-up")
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from billing_dagster.demo import run_demo
 
-            return run_demo(prepare(), hours=args.hours, apps=args.apps,
+            return run_demo(prepare(), apps=args.apps,
                             service_instances=args.service_instances)
         if args.command == "dev":
             return dev(args.port)

@@ -9,15 +9,28 @@ def test_definitions_validate_as_a_code_location():
     dg.Definitions.validate_loadable(defs)
 
 
-def test_schedules_run_at_minute_one():
+def test_schedules_run_at_minute_one_and_post_months_on_the_first_at_0601_new_york():
     repository = defs.get_repository_def()
     snapshot = repository.get_schedule_def("snapshot_schedule")
-    measurements = repository.get_schedule_def("measurements_schedule")
+    metering = repository.get_schedule_def("metering_schedule")
+    ledger = repository.get_schedule_def("ledger_schedule")
     assert (snapshot.cron_schedule, snapshot.execution_timezone) == ("1 * * * *", "UTC")
-    assert measurements.cron_schedule == "1 * * * *"
-    assert measurements.job_name == "measurements_job"
+    assert (metering.cron_schedule, metering.job_name) == ("1 * * * *", "metering_job")
+    assert (ledger.cron_schedule, ledger.execution_timezone) == ("1 6 1 * *", "America/New_York")
+    assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING
+               for s in (snapshot, metering, ledger))
 
 
-def test_the_hourly_asset_backfills_a_range_in_one_run():
-    assets = {a.key.to_user_string(): a for a in defs.assets or []}
-    assert assets["hourly_measurements"].backfill_policy == dg.BackfillPolicy.single_run()
+def test_sensors_run_by_default():
+    repository = defs.get_repository_def()
+    names = {"catalog_file_sensor", "unknown_kinds_sensor", "repricing_sensor",
+             "reposting_sensor", "billing_automation"}
+    sensors = {s.name: s for s in repository.sensor_defs}
+    assert names <= set(sensors)
+    assert all(sensors[n].default_status == dg.DefaultSensorStatus.RUNNING for n in names)
+
+
+def test_hourly_assets_backfill_a_range_in_one_run():
+    assets = {a.key.to_user_string(): a for a in defs.assets or []}  # type: ignore[union-attr]
+    for name in ("hourly_measurements", "priced_postings"):
+        assert assets[name].backfill_policy == dg.BackfillPolicy.single_run()

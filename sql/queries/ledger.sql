@@ -133,16 +133,16 @@ SELECT n.customer_id, 'iaa_pop_start' AS transaction_type, n.idempotency_key,
  ORDER BY n.customer_id;
 
 -- name: post_iaa_ends
--- Expire what is left in the credit pool when an agreement's period of performance ends
--- within the month (debit credit_pool, credit credits_expired), once. What is left is the
--- pool's balance over the transactions effective before the end.
+-- Expire what is left in the credit pool when an agreement's period of performance has ended
+-- by the end of the month (debit credit_pool, credit credits_expired), once. What is left is
+-- the pool's balance over the transactions effective before the end. (Months are posted in
+-- order by the schedule; an agreement that ended before the first month ever posted expires
+-- with that month.)
 WITH due AS (
     SELECT i.id, i.customer_id,
            upper(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York' AS ends_at
       FROM billing.iaa i
      WHERE upper(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York'
-           > %(month_start)s
-       AND upper(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York'
            <= %(month_end)s
        AND NOT EXISTS (SELECT 1 FROM billing.ledger_transaction t
                         WHERE t.idempotency_key = 'iaa_pop_end:' || i.id)

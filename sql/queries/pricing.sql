@@ -94,3 +94,11 @@ SELECT DISTINCT hp.hour_start
  WHERE cl.changed_prices @> hp.hour_start
     OR o.name = ANY (cl.changed_orgs)
  ORDER BY hp.hour_start;
+
+-- name: unknown_kinds_for_review
+-- Everything in the unknown-kind review table, with the kind's names.
+SELECT u.reason, k.meter, k.natural_id, k.name, u.first_hour, u.last_hour, u.hours,
+       u.resources, u.quantity, u.reported_at
+  FROM billing.unknown_kind_review u
+  JOIN billing.resource_kind k ON k.id = u.resource_kind_id
+ ORDER BY k.meter, coalesce(k.name, k.natural_id), u.reason;

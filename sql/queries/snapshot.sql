@@ -75,7 +75,7 @@ INSERT INTO billing.resource_kind AS k (meter, natural_id, name, details, first_
 SELECT DISTINCT ON (meter, natural_id) meter, natural_id, name, details, %(taken_at)s
   FROM stage_kind
 ON CONFLICT (meter, natural_id) DO UPDATE
-   SET name = EXCLUDED.name, details = EXCLUDED.details;
+   SET name = EXCLUDED.name, details = k.details || EXCLUDED.details;
 
 -- name: insert_stub_kinds
 -- A kind used by a resource but named nowhere: a stub (name NULL), flagged as unknown.
