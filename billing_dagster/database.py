@@ -45,8 +45,14 @@ def resolve_url(settings: DatabaseSettings) -> str:
 
 @contextmanager
 def connect(url: str) -> Iterator[psycopg.Connection]:
-    """A connection whose session runs in UTC with the billing schema first on the path."""
-    with psycopg.connect(url, options="-c timezone=UTC -c search_path=billing,public") as conn:
+    """A connection whose session runs in UTC with the billing schema first on the path.
+
+    It is in autocommit mode: every write of the project happens inside an explicit
+    ``with conn.transaction():`` block, which is then a real transaction (never a savepoint of
+    an implicit one a previous read left open), and plain reads hold no transaction open.
+    """
+    with psycopg.connect(url, autocommit=True,
+                         options="-c timezone=UTC -c search_path=billing,public") as conn:
         yield conn
 
 

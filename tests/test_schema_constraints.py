@@ -17,17 +17,17 @@ def make_customer_accounts(conn: psycopg.Connection) -> dict[str, int]:
 
 
 def post(conn: psycopg.Connection, key: str, entries: list[tuple[int, int, int]]) -> int:
-    """Insert a transaction and its entries (account, direction, amount); commit."""
-    row = conn.execute(
-        "INSERT INTO billing.ledger_transaction "
-        "(transaction_type, idempotency_key, customer_id, effective_at, description) "
-        "VALUES ('adjustment', %s, 'acme', now(), 'test') RETURNING id", (key,)).fetchone()
-    assert row is not None
-    for account, direction, amount in entries:
-        conn.execute("INSERT INTO billing.ledger_entry "
-                     "(transaction_id, account_id, direction, amount_microcredits) "
-                     "VALUES (%s, %s, %s, %s)", (row[0], account, direction, amount))
-    conn.commit()
+    """Insert a transaction and its entries (account, direction, amount) in one transaction."""
+    with conn.transaction():
+        row = conn.execute(
+            "INSERT INTO billing.ledger_transaction "
+            "(transaction_type, idempotency_key, customer_id, effective_at, description) "
+            "VALUES ('adjustment', %s, 'acme', now(), 'test') RETURNING id", (key,)).fetchone()
+        assert row is not None
+        for account, direction, amount in entries:
+            conn.execute("INSERT INTO billing.ledger_entry "
+                         "(transaction_id, account_id, direction, amount_microcredits) "
+                         "VALUES (%s, %s, %s, %s)", (row[0], account, direction, amount))
     return row[0]
 
 

@@ -10,6 +10,7 @@ however the advance is split into calls.
 Not thread-safe: the HTTP server serializes access with its own lock.
 """
 
+import random
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -57,6 +58,7 @@ class Foundation:
         start: datetime,
         *,
         retention_days: int = 31,
+        evolve: bool = True,
     ) -> None:
         if apps < 0 or service_instances < 0:
             raise ValueError("apps and service_instances must be >= 0")
@@ -78,6 +80,8 @@ class Foundation:
             self._state.reseed_app_events(start_iso)
             self._state.reseed_service_events(start_iso)
         self._evolver = Evolver(seed, apps, service_instances, start_epoch, self._state, factory)
+        self._evolve = evolve
+        self._script_rng = random.Random(f"{seed}:script")
 
     # -- identity and clock ----------------------------------------------------------------
 
@@ -120,10 +124,41 @@ class Foundation:
                 f"cannot move virtual time back from {iso_seconds(self._now)} "
                 f"to {iso_seconds(target)}"
             )
-        with paused_gc():
-            self._evolver.run_until(target, self._prune)
+        if self._evolve:
+            with paused_gc():
+                self._evolver.run_until(target, self._prune)
         self._now = target
         self._prune(target)
+
+    # -- scripted changes (tests): each advances time to ``at`` first, then applies -------
+
+    def start_app(self, app_guid: str, at: datetime) -> None:
+        self._state.start_app(app_guid, self._script_at(at), self._script_rng)
+
+    def stop_app(self, app_guid: str, at: datetime) -> None:
+        self._state.stop_app(app_guid, self._script_at(at), self._script_rng)
+
+    def scale_process(self, process_guid: str, at: datetime, *, instances: int | None = None,
+                      memory_in_mb: int | None = None, clock_skew_seconds: int = 0) -> None:
+        """``clock_skew_seconds`` stamps the event that much off ``at`` (a Cloud Controller
+        whose clock is off), while the API order stays the order of the calls."""
+        process = self._state.processes[process_guid]
+        self._state.scale_process(
+            process_guid, process.instances if instances is None else instances,
+            process.memory_in_mb if memory_in_mb is None else memory_in_mb,
+            self._script_at(at, clock_skew_seconds), self._script_rng)
+
+    def replan_service_instance(self, instance_guid: str, plan_guid: str, at: datetime) -> None:
+        self._state.replan_service_instance(instance_guid, plan_guid, self._script_at(at),
+                                            self._script_rng)
+
+    def delete_service_instance(self, instance_guid: str, at: datetime) -> None:
+        self._state.delete_service_instance(instance_guid, self._script_at(at),
+                                            self._script_rng)
+
+    def _script_at(self, at: datetime, clock_skew_seconds: int = 0) -> str:
+        self.advance_to(at)
+        return iso_seconds(self._now + clock_skew_seconds)
 
     def _prune(self, at: int) -> None:
         cutoff = iso_seconds(at - self._retention_seconds)

@@ -52,9 +52,11 @@ DELETE FROM billing.hour_coverage
  WHERE hour_start >= %(window_start)s AND hour_start < %(window_end)s;
 
 -- name: derive_coverage
--- For each hour and meter: the newest complete reading at or before the hour's start (none:
--- a gap, with the seconds before the first complete reading inside the hour unknown; older
--- than the bound: carried), and how many readings inside the hour were partial or failed.
+-- For each hour and meter: 'complete' when usage events cover the whole hour (every change
+-- known, on top of a base snapshot); otherwise from snapshots: the newest complete snapshot at
+-- or before the hour's start (none: a gap, with the seconds before the first complete snapshot
+-- inside the hour unknown; older than the bound: carried). Partial or failed readings inside
+-- the hour are counted in every case.
 INSERT INTO billing.hour_coverage
        (hour_start, meter, status, state_from, uncovered_seconds, incomplete_readings)
 WITH hours AS (
@@ -63,25 +65,35 @@ WITH hours AS (
                            %(window_end)s::timestamptz - interval '1 hour',
                            interval '1 hour') AS h
 ),
+event_coverage AS (
+    SELECT meter, range_agg(covers) AS covered
+      FROM billing.reading
+     WHERE source = 'events' AND status = 'complete' AND covers IS NOT NULL
+     GROUP BY meter
+),
 known AS (
     SELECT h.hour_start, h.hour_end, m.name AS meter,
+           coalesce(ec.covered @> tstzrange(h.hour_start, h.hour_end), false) AS by_events,
            (SELECT max(taken_at) FROM billing.reading r
-             WHERE r.meter = m.name AND r.status = 'complete'
+             WHERE r.meter = m.name AND r.source = 'snapshot' AND r.status = 'complete'
                AND r.taken_at <= h.hour_start) AS state_from,
            (SELECT min(taken_at) FROM billing.reading r
-             WHERE r.meter = m.name AND r.status = 'complete'
+             WHERE r.meter = m.name AND r.source = 'snapshot' AND r.status = 'complete'
                AND r.taken_at > h.hour_start AND r.taken_at < h.hour_end) AS first_inside,
            (SELECT count(*) FROM billing.reading r
              WHERE r.meter = m.name AND r.status <> 'complete'
                AND r.taken_at >= h.hour_start AND r.taken_at < h.hour_end) AS incomplete
-      FROM hours h CROSS JOIN billing.meter m
+      FROM hours h
+     CROSS JOIN billing.meter m
+      LEFT JOIN event_coverage ec ON ec.meter = m.name
 )
 SELECT hour_start, meter,
-       CASE WHEN state_from IS NULL THEN 'gap'
+       CASE WHEN by_events THEN 'complete'
+            WHEN state_from IS NULL THEN 'gap'
             WHEN hour_start - state_from > %(carry_bound)s::interval THEN 'carried'
             ELSE 'complete' END,
        state_from,
-       CASE WHEN state_from IS NOT NULL THEN 0
+       CASE WHEN by_events OR state_from IS NOT NULL THEN 0
             ELSE extract(epoch FROM coalesce(first_inside, hour_end) - hour_start)::integer END,
        incomplete
   FROM known;

@@ -130,6 +130,7 @@ WITH previous_complete AS (
     SELECT coalesce(max(taken_at), '-infinity'::timestamptz) AS taken_at
       FROM billing.reading
      WHERE meter = %(meter)s AND status = 'complete' AND taken_at < %(taken_at)s
+       AND source = 'snapshot'
 ),
 candidates AS MATERIALIZED (
     SELECT DISTINCT o.resource_id

@@ -1,0 +1,211 @@
+"""Usage events: read incrementally with ``after_guid``, landed once each, kept forever.
+
+Each page is landed in its own transaction together with the cursor that follows it, so a
+read that fails half way keeps what it landed and the next run continues from there. A page
+read twice lands once (events are keyed by guid). The cursor only moves past events older than
+``lag``: CF may commit an event after a later one is visible, so recent events are read again.
+
+Coverage: the changes of a meter are known from the base snapshot on (a complete snapshot taken
+when a stream has no cursor, or when CF purged the cursor's event) up to the newest page read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.range import Range
+
+from billing_dagster.cf.client import CfApiError, CloudFoundryClient
+from billing_dagster.meters import METERS
+from billing_dagster.sql import query
+from billing_dagster.usage.snapshot import land_snapshot, take_snapshot
+
+log = logging.getLogger(__name__)
+DEFAULT_LAG = timedelta(minutes=1)
+
+
+def _app_row(pos: int, e: dict[str, Any]) -> tuple:
+    return (pos, e["guid"], e["created_at"], e["state"]["current"], e["state"]["previous"],
+            e["app"]["guid"], e["app"]["name"], e["process"]["guid"], e["process"]["type"],
+            e["space"]["guid"], e["space"]["name"], e["organization"]["guid"],
+            e["instance_count"]["current"], e["instance_count"]["previous"],
+            e["memory_in_mb_per_instance"]["current"], e["memory_in_mb_per_instance"]["previous"])
+
+
+def _service_row(pos: int, e: dict[str, Any]) -> tuple:
+    return (pos, e["guid"], e["created_at"], e["state"], e["service_instance"]["guid"],
+            e["service_instance"]["name"], e["service_instance"]["type"],
+            e["service_plan"]["guid"], e["service_plan"]["name"], e["service_offering"]["name"],
+            e["service_broker"]["name"], e["space"]["guid"], e["space"]["name"],
+            e["organization"]["guid"])
+
+
+@dataclass(frozen=True)
+class EventStream:
+    """One CF usage-event stream and the meter whose resources its events change."""
+
+    name: str
+    meter: str
+    row: Callable[[int, dict[str, Any]], tuple]
+    copy: str  # named queries: COPY target, landing, observations
+    land: str
+    observe: str
+
+    @property
+    def path(self) -> str:
+        return f"/v3/{self.name}"
+
+
+APP_EVENTS = EventStream("app_usage_events", "cfapps", _app_row, "copy_stage_app_event",
+                         "land_app_events", "app_event_observations")
+SERVICE_EVENTS = EventStream("service_usage_events", "cfservices", _service_row,
+                             "copy_stage_service_event", "land_service_events",
+                             "service_event_observations")
+STREAMS = (APP_EVENTS, SERVICE_EVENTS)
+
+
+class MalformedEvent(ValueError):
+    """An event without a field the landing needs; the page is refused, nothing is landed."""
+
+
+@dataclass(frozen=True)
+class LandedEvents:
+    stream: str
+    pages: int
+    events_read: int
+    events_new: int
+    observations: int
+    covered_to: datetime | None
+    rebased_at: datetime | None  # the base snapshot taken (first read, or cursor purged)
+    purged_cursor: str | None  # the guid CF no longer had
+
+
+def land_events(conn: psycopg.Connection, cf: CloudFoundryClient, stream: EventStream,
+                now: datetime, *, lag: timedelta = DEFAULT_LAG,
+                run_id: str | None = None) -> LandedEvents:
+    """Read every event of ``stream`` after the cursor and land it, page by page."""
+    horizon = now.replace(microsecond=0) - lag  # events up to here are final
+    cursor = _cursor(conn, stream)
+    purged = None
+    rebased_at = None
+    pages = iter(())
+    if cursor is not None:
+        try:
+            pages = cf.pages(stream.path, {"after_guid": cursor["after_guid"]})
+            first = next(pages, None)
+        except CfApiError as exc:
+            if exc.status != 422:
+                raise
+            purged = cursor["after_guid"]
+            log.error("%s: CF no longer has the cursor's event %s (%s): the events after it "
+                      "were purged before they were landed. Re-seeding from a snapshot; the "
+                      "hours from %s until now are covered only by snapshots, if any.",
+                      stream.name, purged, cursor["after_created_at"], cursor["covered_to"])
+            _record_lost(conn, stream, cursor, now, run_id)
+            cursor = None
+        else:
+            pages = _chain(first, pages)
+    if cursor is None:
+        rebased_at = _base_snapshot(conn, cf, stream, now, run_id)
+        pages = cf.pages(stream.path)
+        covered_from = rebased_at
+    else:
+        covered_from = cursor["covered_to"]
+
+    stats = {"pages": 0, "read": 0, "new": 0, "observations": 0}
+    page = next(pages, None)
+    while page is not None:
+        following = next(pages, None)
+        covered_from = _land_page(conn, stream, page.resources, covered_from, horizon,
+                                  last=following is None, run_id=run_id, stats=stats,
+                                  cursor=cursor)
+        cursor = _cursor(conn, stream)
+        page = following
+    log.info("%s: %d pages, %d events read, %d new, %d observations; covered to %s",
+             stream.name, stats["pages"], stats["read"], stats["new"], stats["observations"],
+             covered_from)
+    return LandedEvents(stream.name, stats["pages"], stats["read"], stats["new"],
+                        stats["observations"], covered_from, rebased_at, purged)
+
+
+def _chain(first: Any, rest: Any) -> Any:
+    if first is not None:
+        yield first
+    yield from rest
+
+
+def _cursor(conn: psycopg.Connection, stream: EventStream) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query("get_event_cursor"), {"stream": stream.name}).fetchone()
+
+
+def _base_snapshot(conn: psycopg.Connection, cf: CloudFoundryClient, stream: EventStream,
+                   now: datetime, run_id: str | None) -> datetime:
+    """A complete snapshot of the stream's meter: the state the events are applied to."""
+    meters = tuple(m for m in METERS if m.name == stream.meter)
+    snapshot = take_snapshot(cf, meters, now)
+    landed = land_snapshot(conn, snapshot, run_id)
+    if landed.readings.get(stream.meter) != "complete":
+        raise CfApiError(f"{stream.name}: the base snapshot of {stream.meter} could not be read "
+                         f"in full ({landed.errors}); events are not landed without a base",
+                         url=cf.api_url)
+    return snapshot.taken_at
+
+
+def _record_lost(conn: psycopg.Connection, stream: EventStream, cursor: dict[str, Any],
+                 now: datetime, run_id: str | None) -> None:
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(query("insert_events_reading"), {
+            "meter": stream.meter, "taken_at": now, "status": "failed", "events": 0,
+            "error": f"cursor {cursor['after_guid']} purged at CF: changes after "
+                     f"{cursor['covered_to'].isoformat()} were lost before landing",
+            "run_id": run_id, "covers": None})
+        cur.execute(query("reset_event_cursor"), {"stream": stream.name})
+
+
+def _land_page(conn: psycopg.Connection, stream: EventStream, events: list[dict[str, Any]],
+               covered_from: datetime, horizon: datetime, *, last: bool, run_id: str | None,
+               stats: dict[str, int], cursor: dict[str, Any] | None) -> datetime:
+    """Land one page and move the cursor, in one transaction; return the new covered-to."""
+    try:
+        rows = [stream.row(pos, event) for pos, event in enumerate(events)]
+    except (KeyError, TypeError) as exc:
+        raise MalformedEvent(f"{stream.name}: an event lacks {exc} (page of {len(events)} "
+                             "events); nothing of this page was landed") from exc
+    times = [datetime.fromisoformat(r[2]) for r in rows]
+    # the newest instant up to which this page proves every change: the end of the read, or,
+    # mid-read, the last event's second (more events of that second may follow)
+    upper = horizon if last else min(max(times, default=horizon), horizon)
+    covers = Range(covered_from, upper, "[)") if upper > covered_from else None
+    final = [(row, t) for row, t in zip(rows, times, strict=True) if t <= horizon]
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query("create_event_staging"))
+        with cur.copy(query(stream.copy)) as copy:
+            for row in rows:
+                copy.write_row(row)
+        reading = cur.execute(query("insert_events_reading"), {
+            "meter": stream.meter, "taken_at": max(upper, covered_from), "status": "complete",
+            "events": len(rows), "error": None, "run_id": run_id, "covers": covers,
+        }).fetchone()
+        assert reading is not None
+        ids = {"reading_id": reading["id"], "taken_at": max(upper, covered_from)}
+        landed = cur.execute(query(stream.land), ids).fetchone()
+        cur.execute(query("ensure_event_orgs_and_spaces"), ids)
+        cur.execute(query(stream.observe), ids)
+        stats["observations"] += cur.rowcount
+        after = ((final[-1][0][1], final[-1][1]) if final else
+                 (cursor["after_guid"], cursor["after_created_at"]) if cursor else None)
+        if after is not None:  # no event old enough yet, and no cursor: the next read rebases
+            cur.execute(query("set_event_cursor"), {
+                "stream": stream.name, "after_guid": after[0], "after_created_at": after[1],
+                "covered_to": max(upper, covered_from)})
+    stats["pages"] += 1
+    stats["read"] += len(rows)
+    stats["new"] += landed["new_events"] if landed else 0
+    return max(upper, covered_from)

@@ -1,0 +1,201 @@
+-- name: create_event_staging
+-- One page of usage events, in API order (pos); both streams' tables exist for every page.
+DROP TABLE IF EXISTS stage_app_event;
+CREATE TEMP TABLE stage_app_event (
+    pos integer NOT NULL, guid text NOT NULL, created_at timestamptz NOT NULL, state text,
+    previous_state text, app_guid text, app_name text, process_guid text, process_type text,
+    space_guid text, space_name text, org_guid text, instance_count integer,
+    previous_instance_count integer, memory_in_mb integer, previous_memory_in_mb integer
+) ON COMMIT DROP;
+DROP TABLE IF EXISTS stage_service_event;
+CREATE TEMP TABLE stage_service_event (
+    pos integer NOT NULL, guid text NOT NULL, created_at timestamptz NOT NULL, state text,
+    service_instance_guid text, service_instance_name text, service_instance_type text,
+    service_plan_guid text, service_plan_name text, service_offering_name text,
+    service_broker_name text, space_guid text, space_name text, org_guid text
+) ON COMMIT DROP;
+
+-- name: copy_stage_app_event
+-- COPY target for one page of app usage events.
+COPY stage_app_event (pos, guid, created_at, state, previous_state, app_guid, app_name,
+                      process_guid, process_type, space_guid, space_name, org_guid,
+                      instance_count, previous_instance_count, memory_in_mb,
+                      previous_memory_in_mb) FROM STDIN
+
+-- name: copy_stage_service_event
+-- COPY target for one page of service usage events.
+COPY stage_service_event (pos, guid, created_at, state, service_instance_guid,
+                          service_instance_name, service_instance_type, service_plan_guid,
+                          service_plan_name, service_offering_name, service_broker_name,
+                          space_guid, space_name, org_guid) FROM STDIN
+
+-- name: insert_events_reading
+-- The reading one page of events makes: the changes of `meter` known inside `covers`.
+INSERT INTO billing.reading
+       (meter, source, taken_at, status, resources, error, dagster_run_id, covers)
+VALUES (%(meter)s, 'events', %(taken_at)s, %(status)s, %(events)s, %(error)s, %(run_id)s,
+        %(covers)s)
+RETURNING id;
+
+-- name: land_app_events
+-- Land a page of app usage events once each (by guid), make sure their orgs, spaces and
+-- processes exist (stubs named from the event), and turn each new STARTED/STOPPED event of a
+-- process into an observation: STARTED uses instances x memory, STOPPED nothing. An event's
+-- time is never before an earlier event of the same process (API order wins over clocks).
+WITH new_events AS (
+    INSERT INTO billing.app_usage_event
+           (guid, created_at, state, previous_state, app_guid, app_name, process_guid,
+            process_type, space_guid, space_name, org_guid, instance_count,
+            previous_instance_count, memory_in_mb, previous_memory_in_mb, reading_id)
+    SELECT guid, created_at, state, previous_state, app_guid, app_name, process_guid,
+           process_type, space_guid, space_name, org_guid, instance_count,
+           previous_instance_count, memory_in_mb, previous_memory_in_mb, %(reading_id)s
+      FROM stage_app_event
+     ORDER BY pos
+    ON CONFLICT (guid) DO NOTHING
+    RETURNING guid
+)
+SELECT count(*) AS new_events FROM new_events;
+
+-- name: ensure_event_orgs_and_spaces
+-- Orgs and spaces named in the page's events: stubs for orgs (events carry no org name),
+-- spaces with their name and org; a stub space gets the event's name.
+WITH events AS (
+    SELECT space_guid, space_name, org_guid FROM stage_app_event
+    UNION ALL
+    SELECT space_guid, space_name, org_guid FROM stage_service_event
+),
+orgs AS (
+    INSERT INTO billing.cf_org (guid, name, first_seen_at, last_seen_at)
+    SELECT DISTINCT org_guid, NULL::text, %(taken_at)s::timestamptz, %(taken_at)s::timestamptz
+      FROM events WHERE org_guid IS NOT NULL
+    ON CONFLICT (guid) DO NOTHING
+)
+INSERT INTO billing.cf_space AS sp (guid, org_guid, name, first_seen_at, last_seen_at)
+SELECT DISTINCT ON (space_guid) space_guid, org_guid, space_name, %(taken_at)s, %(taken_at)s
+  FROM events WHERE space_guid IS NOT NULL
+ON CONFLICT (guid) DO UPDATE
+   SET name = coalesce(sp.name, EXCLUDED.name), org_guid = coalesce(sp.org_guid, EXCLUDED.org_guid)
+ WHERE sp.name IS NULL OR sp.org_guid IS NULL;
+
+-- name: app_event_observations
+-- Processes first seen in events become resources; each new STARTED/STOPPED event of this
+-- reading becomes an observation.
+WITH processes AS (
+    INSERT INTO billing.resource (meter, natural_id, name, space_guid, details, first_seen_at)
+    SELECT DISTINCT ON (process_guid) 'cfapps', process_guid, app_name || '/' || process_type,
+           space_guid, jsonb_build_object('app_guid', app_guid, 'process_type', process_type),
+           created_at
+      FROM stage_app_event
+     WHERE process_guid IS NOT NULL AND state IN ('STARTED', 'STOPPED')
+     ORDER BY process_guid, pos
+    ON CONFLICT (meter, natural_id) DO NOTHING
+),
+mapped AS (
+    SELECT r.id AS resource_id, s.pos, s.created_at, s.process_guid,
+           CASE WHEN s.state = 'STARTED' THEN s.instance_count::bigint * s.memory_in_mb
+                ELSE 0 END AS rate
+      FROM stage_app_event s
+      JOIN billing.app_usage_event e ON e.guid = s.guid AND e.reading_id = %(reading_id)s
+      JOIN billing.resource r ON r.meter = 'cfapps' AND r.natural_id = s.process_guid
+     WHERE s.state IN ('STARTED', 'STOPPED')
+),
+timed AS (
+    SELECT m.*, greatest(max(m.created_at) OVER (PARTITION BY m.resource_id ORDER BY m.pos),
+                         coalesce(earlier.created_at, '-infinity')) AS observed_at
+      FROM mapped m
+      LEFT JOIN LATERAL (
+            SELECT max(e.created_at) AS created_at FROM billing.app_usage_event e
+             WHERE e.process_guid = m.process_guid AND e.reading_id <> %(reading_id)s
+      ) earlier ON true
+)
+INSERT INTO billing.observation (resource_id, observed_at, reading_id, resource_kind_id, rate)
+SELECT t.resource_id, t.observed_at, %(reading_id)s, k.id, t.rate
+  FROM timed t
+  JOIN billing.resource_kind k ON k.meter = 'cfapps' AND k.natural_id = 'app-memory'
+ ORDER BY t.pos;
+
+-- name: land_service_events
+-- Land a page of service usage events once each (by guid).
+WITH new_events AS (
+    INSERT INTO billing.service_usage_event
+           (guid, created_at, state, service_instance_guid, service_instance_name,
+            service_instance_type, service_plan_guid, service_plan_name, service_offering_name,
+            service_broker_name, space_guid, space_name, org_guid, reading_id)
+    SELECT guid, created_at, state, service_instance_guid, service_instance_name,
+           service_instance_type, service_plan_guid, service_plan_name, service_offering_name,
+           service_broker_name, space_guid, space_name, org_guid, %(reading_id)s
+      FROM stage_service_event
+     ORDER BY pos
+    ON CONFLICT (guid) DO NOTHING
+    RETURNING guid
+)
+SELECT count(*) AS new_events FROM new_events;
+
+-- name: service_event_observations
+-- Plans and managed instances first seen in events become kinds and resources; each new event
+-- of a managed instance becomes an observation: CREATED/UPDATED present on the event's plan,
+-- DELETED gone. User-provided instances have no plan and are not billed.
+WITH kinds AS (
+    INSERT INTO billing.resource_kind AS k (meter, natural_id, name, details, first_seen_at)
+    SELECT DISTINCT ON (service_plan_guid) 'cfservices', service_plan_guid,
+           service_offering_name || '/' || service_plan_name,
+           jsonb_build_object('service_offering', service_offering_name,
+                              'service_plan', service_plan_name),
+           created_at
+      FROM stage_service_event
+     WHERE service_instance_type = 'managed_service_instance' AND service_plan_guid IS NOT NULL
+     ORDER BY service_plan_guid, pos
+    ON CONFLICT (meter, natural_id) DO UPDATE SET name = EXCLUDED.name WHERE k.name IS NULL
+),
+instances AS (
+    INSERT INTO billing.resource (meter, natural_id, name, space_guid, details, first_seen_at)
+    SELECT DISTINCT ON (service_instance_guid) 'cfservices', service_instance_guid,
+           service_instance_name, space_guid, '{}'::jsonb, created_at
+      FROM stage_service_event
+     WHERE service_instance_type = 'managed_service_instance'
+     ORDER BY service_instance_guid, pos
+    ON CONFLICT (meter, natural_id) DO NOTHING
+),
+mapped AS (
+    SELECT r.id AS resource_id, s.pos, s.created_at, s.service_instance_guid,
+           s.service_plan_guid, CASE WHEN s.state = 'DELETED' THEN 0 ELSE 1 END AS rate
+      FROM stage_service_event s
+      JOIN billing.service_usage_event e ON e.guid = s.guid AND e.reading_id = %(reading_id)s
+      JOIN billing.resource r
+        ON r.meter = 'cfservices' AND r.natural_id = s.service_instance_guid
+     WHERE s.service_instance_type = 'managed_service_instance'
+       AND s.state IN ('CREATED', 'UPDATED', 'DELETED')
+),
+timed AS (
+    SELECT m.*, greatest(max(m.created_at) OVER (PARTITION BY m.resource_id ORDER BY m.pos),
+                         coalesce(earlier.created_at, '-infinity')) AS observed_at
+      FROM mapped m
+      LEFT JOIN LATERAL (
+            SELECT max(e.created_at) AS created_at FROM billing.service_usage_event e
+             WHERE e.service_instance_guid = m.service_instance_guid
+               AND e.reading_id <> %(reading_id)s
+      ) earlier ON true
+)
+INSERT INTO billing.observation (resource_id, observed_at, reading_id, resource_kind_id, rate)
+SELECT t.resource_id, t.observed_at, %(reading_id)s, k.id, t.rate
+  FROM timed t
+  JOIN billing.resource_kind k
+    ON k.meter = 'cfservices' AND k.natural_id = coalesce(t.service_plan_guid, 'no-plan')
+ ORDER BY t.pos;
+
+-- name: get_event_cursor
+-- Where a stream's incremental read stands.
+SELECT after_guid, after_created_at, covered_to FROM billing.event_cursor WHERE stream = %(stream)s;
+
+-- name: set_event_cursor
+-- Move a stream's cursor (in the same transaction as the page it follows).
+INSERT INTO billing.event_cursor (stream, after_guid, after_created_at, covered_to, updated_at)
+VALUES (%(stream)s, %(after_guid)s, %(after_created_at)s, %(covered_to)s, now())
+ON CONFLICT (stream) DO UPDATE
+   SET after_guid = EXCLUDED.after_guid, after_created_at = EXCLUDED.after_created_at,
+       covered_to = EXCLUDED.covered_to, updated_at = now();
+
+-- name: reset_event_cursor
+-- Forget a stream's cursor (its event was purged at CF); the next read starts from the oldest.
+DELETE FROM billing.event_cursor WHERE stream = %(stream)s;
