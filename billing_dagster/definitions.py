@@ -5,13 +5,13 @@ import dagster as dg
 from billing_dagster.catalog.assets import billing_catalog, catalog_file_sensor
 from billing_dagster.jobs import (
     catalog_job,
+    landing_job,
+    landing_schedule,
     ledger_job,
     ledger_schedule,
+    metering_after_landing_sensor,
     metering_job,
-    metering_schedule,
     repricing_job,
-    snapshot_job,
-    snapshot_schedule,
 )
 from billing_dagster.ledger.assets import customer_balances, ledger_entries, monthly_statements
 from billing_dagster.pricing.assets import priced_postings
@@ -21,7 +21,7 @@ from billing_dagster.pricing.sensors import (
     unknown_kinds_sensor,
 )
 from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
-from billing_dagster.usage.assets import foundation_snapshot, hourly_measurements
+from billing_dagster.usage.assets import foundation_snapshot, hourly_measurements, usage_events
 
 # customer_balances follows the ledger by itself; Dagster's default automation sensor starts
 # stopped, so this one is declared running.
@@ -41,11 +41,12 @@ def resources() -> dict[str, dg.ConfigurableResource]:
 
 
 defs = dg.Definitions(
-    assets=[billing_catalog, foundation_snapshot, hourly_measurements, priced_postings,
+    assets=[billing_catalog, foundation_snapshot, usage_events, hourly_measurements,
+            priced_postings,
             ledger_entries, customer_balances, monthly_statements],
-    jobs=[snapshot_job, metering_job, repricing_job, ledger_job, catalog_job],
-    schedules=[snapshot_schedule, metering_schedule, ledger_schedule],
-    sensors=[catalog_file_sensor, unknown_kinds_sensor, repricing_sensor, reposting_sensor,
-             automation_sensor],
+    jobs=[landing_job, metering_job, repricing_job, ledger_job, catalog_job],
+    schedules=[landing_schedule, ledger_schedule],
+    sensors=[catalog_file_sensor, metering_after_landing_sensor, unknown_kinds_sensor,
+             repricing_sensor, reposting_sensor, automation_sensor],
     resources=resources(),
 )

@@ -1,11 +1,12 @@
-"""The `make run` demo, end to end on a simulated foundation.
+"""The `make run` demo, end to end on a simulated foundation with 40 days of history.
 
 1. The catalog (prices, customers, agreements) is validated and loaded, as a Dagster run.
-2. History: the simulated foundation is read every 3 hours from the start of the previous
-   business month until now (snapshots landed directly, which is quicker than a Dagster run
-   each), and those hours are measured and priced in one set-based pass.
-3. The last complete hour is metered the way production does it: a snapshot run at minute 1
-   and a metering run (measurements and priced postings) for that hour's partition.
+2. History: the simulated foundation lives 40 days; its usage events are landed as time goes
+   by (daily, directly: a Dagster run each would only add bookkeeping), on top of one base
+   snapshot at the start, and the hours before the last week are measured and priced in one
+   set-based pass.
+3. The way production does it, as Dagster runs: a landing run (snapshot and new events), then
+   the last 7 days measured and priced as ONE backfill run of 168 hourly partitions.
 4. The previous business month is posted to the ledger and its statements written; balances
    are refreshed; unknown resource kinds are recorded for review.
 All Dagster runs land in Dagster's storage, so `make dev` shows them afterwards.
@@ -29,17 +30,17 @@ from billing_dagster.ledger.assets import (
     customer_balances,
     ledger_entries,
     monthly_statements,
+    statements_directory,
 )
-from billing_dagster.meters import METERS
 from billing_dagster.partitions import hourly_keys_between, monthly_partitions
 from billing_dagster.pricing.assets import priced_postings
 from billing_dagster.pricing.postings import price_window
 from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
 from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.sql import query
-from billing_dagster.usage.assets import foundation_snapshot, hourly_measurements
+from billing_dagster.usage.assets import foundation_snapshot, hourly_measurements, usage_events
+from billing_dagster.usage.events import STREAMS, land_events
 from billing_dagster.usage.measurements import derive_window
-from billing_dagster.usage.snapshot import land_snapshot, take_snapshot
 
 if TYPE_CHECKING:
     from billing_dagster.launch import Prepared
@@ -47,20 +48,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("billing_dagster")
 SEED = 7
 CLIENT = ("billing", "billing-secret")
-HISTORY_STEP = timedelta(hours=3)  # within the 3-hour carry bound, so no hour is "carried"
+HISTORY = timedelta(days=40)  # at least; see run_demo
+BACKFILL = timedelta(days=7)
 # Dagster's console logger prints every event at DEBUG; the demo logs its own progress.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def run_demo(prepared: Prepared, *, apps: int, service_instances: int) -> int:
-    now = datetime.now(UTC)
-    last_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)  # last complete hour's end
+    backfill_start = end - BACKFILL
     month_key = monthly_partitions.get_last_partition_key()
     assert month_key is not None
     month_start = monthly_partitions.time_window_for_partition_key(month_key).start
-    history_start = month_start.astimezone(UTC) - timedelta(days=1)
+    # 40 days, or more when that is needed to cover the whole month that gets posted
+    start = min(end - HISTORY, month_start.astimezone(UTC))
     foundation = Foundation(seed=SEED, apps=apps, service_instances=service_instances,
-                            start=history_start - timedelta(hours=1))
+                            start=start - timedelta(hours=1))
     instance = dg.DagsterInstance.get()
     with Simulator(foundation, client_id=CLIENT[0], client_secret=CLIENT[1]) as sim:
         resources = {
@@ -70,61 +73,71 @@ def run_demo(prepared: Prepared, *, apps: int, service_instances: int) -> int:
         }
 
         def run(assets: list[Any], **kwargs: Any) -> dg.ExecuteInProcessResult:
+            tags = {"billing/launched_by": "make run", **kwargs.pop("tags", {})}
             result = dg.materialize(assets, resources=resources, instance=instance,
-                                    run_config=QUIET, tags={"billing/launched_by": "make run"}
-                                    | kwargs.pop("tags", {}), **kwargs)
+                                    run_config=QUIET, tags=tags, **kwargs)
             if not result.success:
                 raise SystemExit(f"run {result.run_id} failed; see the log above")
             return result
 
         log.info("loading the catalog")
         run([billing_catalog])
-        _history(prepared.database_url, sim, history_start, last_hour)
-        log.info("metering the last complete hour, %s UTC, through Dagster", f"{last_hour:%H:%M}")
-        sim.advance_to(last_hour + timedelta(minutes=1))
-        run([foundation_snapshot])
-        (hour_key,) = hourly_keys_between(last_hour, last_hour + timedelta(hours=1))
-        run([hourly_measurements, priced_postings], partition_key=hour_key)
+        _history(prepared.database_url, sim, start, backfill_start)
+        log.info("landing run: a snapshot and the newest usage events")
+        sim.advance_to(end + timedelta(minutes=1))
+        run([foundation_snapshot, usage_events])
+        keys = hourly_keys_between(backfill_start, end)
+        log.info("backfilling %d hours (%s .. %s) in one run", len(keys), keys[0], keys[-1])
+        run([hourly_measurements, priced_postings],
+            tags={"dagster/asset_partition_range_start": keys[0],
+                  "dagster/asset_partition_range_end": keys[-1]})
         log.info("posting business month %s", month_key)
         run([ledger_entries, monthly_statements], partition_key=month_key)
         run([customer_balances])
     with connect(prepared.database_url) as conn, conn.cursor(row_factory=dict_row) as cur:
         balances = cur.execute(query("customer_balances")).fetchall()
-        unknown = cur.execute(query("record_unknown_kinds")).fetchall()
+        new_unknown = cur.execute(query("record_unknown_kinds")).fetchall()
         reviewed = cur.execute(query("unknown_kinds_for_review")).fetchall()
         posted = cur.execute(query("posted_month_by_customer"),
                              {"business_month": month_start.date()}).fetchall()
-        conn.commit()
-    print(_summary(month_key, last_hour, balances, posted, reviewed, len(unknown)))
+        flagged = cur.execute(query("window_coverage"),
+                              {"window_start": backfill_start, "window_end": end}).fetchall()
+    print(_summary(month_key, keys, flagged, balances, posted, reviewed, len(new_unknown)))
     return 0
 
 
 def _history(database_url: str, sim: Simulator, start: datetime, end: datetime) -> None:
-    """Read the foundation every HISTORY_STEP from `start`, then measure and price [start, end)."""
-    log.info("history: a snapshot every %s from %s to %s (virtual time)", HISTORY_STEP,
+    """Land the usage events day by day from ``start``, then measure and price [start, end)."""
+    log.info("history: %s to %s of virtual time, usage events landed daily",
              f"{start:%Y-%m-%d %H:%M}", f"{end:%Y-%m-%d %H:%M}")
-    quiet = logging.getLogger("billing_dagster.usage.snapshot")  # one line per meter per read
-    level, count = quiet.level, 0
+    quiet = logging.getLogger("billing_dagster.usage")  # a line per page read otherwise
+    level = quiet.level
     quiet.setLevel(logging.WARNING)
     try:
         with CloudFoundryClient(sim.url, *CLIENT) as client, connect(database_url) as conn:
-            at = start - timedelta(minutes=59)
-            while at < end:
+            at, events = start - timedelta(minutes=55), 0
+            while True:
                 sim.advance_to(at)
-                land_snapshot(conn, take_snapshot(client, METERS, sim.foundation.now))
-                at, count = at + HISTORY_STEP, count + 1
+                events += sum(land_events(conn, client, stream, sim.foundation.now).events_new
+                              for stream in STREAMS)
+                if at >= end:
+                    break
+                at = min(at + timedelta(days=1), end + timedelta(minutes=5))
             derived = derive_window(conn, start, end)
             priced = price_window(conn, start, end)
     finally:
         quiet.setLevel(level)
-    log.info("history: %d snapshots, %d hours measured (%d rows) and priced (%d rows)", count,
-             derived.hours, derived.rows, priced.rows)
+    log.info("history: %d usage events landed; %d hours measured (%d rows, %d flagged) and "
+             "priced (%d rows)", events, derived.hours, derived.rows, len(derived.flagged),
+             priced.rows)
 
 
-def _summary(month_key: str, last_hour: datetime, balances: list[dict[str, Any]],
-             posted: list[dict[str, Any]], reviewed: list[dict[str, Any]], new: int) -> str:
-    lines = ["", f"Metered through {last_hour + timedelta(hours=1):%Y-%m-%d %H:%M} UTC; "
-                 f"posted business month {month_key}:"]
+def _summary(month_key: str, keys: list[str], flagged: list[dict[str, Any]],
+             balances: list[dict[str, Any]], posted: list[dict[str, Any]],
+             reviewed: list[dict[str, Any]], new: int) -> str:
+    lines = ["", f"Backfilled {len(keys)} hours in one run ({keys[0]} .. {keys[-1]}, New York "
+                 f"keys); hours flagged: {len(flagged)}",
+             f"Posted business month {month_key}:"]
     lines += [f"  {p['customer_id']:<24} {p['posted_microcredits']:>18,} microcredits "
               f"({Decimal(p['posted_microcredits']) / 1_000_000:,.6f} credits)" for p in posted]
     lines += ["", "Balances (credits):", balances_table(balances), "",
@@ -133,6 +146,6 @@ def _summary(month_key: str, last_hour: datetime, balances: list[dict[str, Any]]
     lines += [f"  {r['meter']}:{r['name'] or r['natural_id']} ({r['reason']}): "
               f"{r['hours']} hours from {r['first_hour']:%Y-%m-%d %H:00} UTC, "
               f"{r['quantity']:,} unit-seconds held" for r in reviewed] or ["  none"]
-    lines += ["", "Statements: .billing/statements/ (CSV). Open the Dagster UI on this data "
-                  "with: make dev"]
+    lines += ["", f"Statements (CSV): {statements_directory()}",
+              "Open the Dagster UI on this data with: make dev"]
     return "\n".join(lines)

@@ -18,6 +18,7 @@ def test_the_demo_runs_on_the_embedded_defaults(tmp_path: Path):
            if not k.startswith(("PG", "CF_", "DAGSTER_", "BILLING_")) and k != "DATABASE_URL"}
     env["BILLING_DATA_DIR"] = str(tmp_path / "data")
     env["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
+    env["BILLING_STATEMENTS_DIR"] = str(tmp_path / "statements")
     try:
         result = subprocess.run(
             [sys.executable, "-m", "billing_dagster.launch", "run",
@@ -27,7 +28,9 @@ def test_the_demo_runs_on_the_embedded_defaults(tmp_path: Path):
         stop_embedded(tmp_path / "data" / "pgdata")
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    assert "posted business month" in out
+    assert "Backfilled 168 hours in one run" in out and "hours flagged: 0" in out
+    assert "Posted business month" in out
+    assert list((tmp_path / "statements").glob("*/*.csv"))
     charged = [line for line in out.splitlines() if line.endswith("credits)")]
     assert charged and all(int(line.split()[1].replace(",", "")) > 0 for line in charged)
     assert "| customer | tier | credits left |" in out

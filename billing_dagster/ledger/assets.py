@@ -113,6 +113,11 @@ def balances_table(balances: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def statements_directory(configured: str = "") -> Path:
+    return Path(configured or os.environ.get("BILLING_STATEMENTS_DIR")
+                or Path.cwd() / ".billing" / "statements")
+
+
 class StatementsConfig(dg.Config):
     output_dir: str = ""
     """Where the CSV files go (default: BILLING_STATEMENTS_DIR, else .billing/statements)."""
@@ -127,8 +132,7 @@ def monthly_statements(context: dg.AssetExecutionContext, db: BillingDatabase,
     month (rounded once per price line). Written as CSV, one file per customer."""
     month_start, month_end = utc_window(context.partition_time_window)
     month = business_month(context.partition_time_window)
-    directory = Path(config.output_dir or os.environ.get("BILLING_STATEMENTS_DIR")
-                     or Path.cwd() / ".billing" / "statements")
+    directory = statements_directory(config.output_dir)
     with db.connect() as conn:
         statements = build_statements(conn, month, month_start, month_end)
     paths = [str(s.write_csv(directory)) for s in statements]

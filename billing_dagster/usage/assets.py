@@ -1,4 +1,5 @@
-"""Usage assets: the foundation snapshot and the hourly measurements derived from it."""
+"""Usage assets: the foundation snapshot, the usage events, and the hourly measurements derived
+from what they landed."""
 
 from datetime import timedelta
 from typing import Any
@@ -8,6 +9,7 @@ import dagster as dg
 from billing_dagster.meters import METERS
 from billing_dagster.partitions import hourly_partitions, utc_window
 from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
+from billing_dagster.usage.events import STREAMS, LandedEvents, land_events
 from billing_dagster.usage.measurements import DerivedWindow, derive_window
 from billing_dagster.usage.snapshot import LandedSnapshot, land_snapshot, take_snapshot
 
@@ -48,6 +50,59 @@ def foundation_snapshot(
     )
 
 
+class EventsConfig(dg.Config):
+    lag_seconds: int = 60
+    """Events newer than this are landed but read again next time (CF may commit an event
+    after a later one is visible), so the cursor never skips one."""
+
+
+@dg.asset(
+    group_name="usage",
+    kinds={"postgres"},
+    check_specs=[dg.AssetCheckSpec(
+        "no_events_lost", asset="usage_events",
+        description="Every stream's cursor was still known to CF: no event was purged before "
+                    "it was landed.")],
+)
+def usage_events(context: dg.AssetExecutionContext, cf: CloudFoundryApi, db: BillingDatabase,
+                 clock: Clock, config: EventsConfig) -> dg.MaterializeResult:
+    """Cloud Foundry's app and service usage events, landed once each and kept forever (CF
+    keeps them about 31 days): one row per event (`billing.app_usage_event`,
+    `billing.service_usage_event`), each also an observation of its resource (an app process
+    started, stopped or scaled; a service instance created, re-planned or deleted). Read
+    incrementally after a cursor kept in Postgres, page by page, each page in its own
+    transaction with the cursor. With them, any hour can be measured exactly, to the second."""
+    now = clock.now()
+    with cf.client() as client, db.connect() as conn:
+        landed = [land_events(conn, client, stream, now,
+                              lag=timedelta(seconds=config.lag_seconds),
+                              run_id=context.run.run_id) for stream in STREAMS]
+    purged = {e.stream: e.purged_cursor for e in landed if e.purged_cursor}
+    for stream, guid in purged.items():
+        context.log.error(f"{stream}: cursor event {guid} was purged at CF before the events "
+                          "after it were landed; re-seeded from a snapshot, the hours between "
+                          "are flagged")
+    return dg.MaterializeResult(
+        metadata=_events_metadata(landed),
+        check_results=[dg.AssetCheckResult(
+            check_name="no_events_lost", passed=not purged,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"purged_cursors": dg.MetadataValue.json(purged)})],
+    )
+
+
+def _events_metadata(landed: list[LandedEvents]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    for e in landed:
+        metadata[f"{e.stream}_read"] = e.events_read
+        metadata[f"{e.stream}_new"] = e.events_new
+        metadata[f"{e.stream}_covered_to"] = e.covered_to.isoformat() if e.covered_to else "none"
+        if e.rebased_at:
+            metadata[f"{e.stream}_rebased_at"] = e.rebased_at.isoformat()
+    metadata["observations"] = sum(e.observations for e in landed)
+    return metadata
+
+
 class MeasurementConfig(dg.Config):
     carry_bound_hours: int = 3
     """An hour whose state comes from a reading older than this is flagged as carried."""
@@ -58,7 +113,7 @@ class MeasurementConfig(dg.Config):
     kinds={"postgres"},
     partitions_def=hourly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[foundation_snapshot],
+    deps=[foundation_snapshot, usage_events],
     check_specs=[dg.AssetCheckSpec(
         "hours_complete", asset="hourly_measurements",
         description="Every hour of every meter is covered by a recent complete reading.")],
