@@ -174,3 +174,20 @@ def test_a_window_off_the_hour_is_refused():
 
     with pytest.raises(ValueError, match="not on a whole hour"):
         check_window(H10 + timedelta(minutes=30), H10 + timedelta(hours=1))
+
+
+def test_flagged_hours_are_interpolated_only_when_asked_and_marked(conn):
+    land(conn, H10 - timedelta(hours=1, minutes=1), apps=[app("a", 100)])  # 08:59
+    land(conn, H10 + timedelta(hours=4, minutes=1), apps=[app("a", 300)])  # 14:01
+    window = (H10 - timedelta(hours=1), H10 + timedelta(hours=6))  # 09:00 .. 16:00
+    as_measured = derive_window(conn, *window)
+    assert [(f.hour_start.hour, f.status) for f in as_measured.flagged
+            if f.meter == "cfapps"] == [(12, "carried"), (13, "carried"), (14, "carried")]
+    filled = derive_window(conn, *window, interpolate=True)
+    assert [(f.hour_start.hour, f.status) for f in filled.flagged if f.meter == "cfapps"] == [
+        (12, "interpolated"), (13, "interpolated"), (14, "interpolated")]
+    rows = conn.execute("SELECT extract(hour FROM hour_start)::int, value, interpolated "
+                        "FROM billing.hourly_measurement ORDER BY hour_start").fetchall()
+    assert rows == [(9, 100 * 3600, False), (10, 100 * 3600, False), (11, 100 * 3600, False),
+                    (12, 200 * 3600, True), (13, 200 * 3600, True), (14, 200 * 3600, True),
+                    (15, 300 * 3600, False)]

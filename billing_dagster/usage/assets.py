@@ -106,6 +106,9 @@ def _events_metadata(landed: list[LandedEvents]) -> dict[str, Any]:
 class MeasurementConfig(dg.Config):
     carry_bound_hours: int = 3
     """An hour whose state comes from a reading older than this is flagged as carried."""
+    interpolate_flagged_hours: bool = False
+    """Fill gap and carried hours that have complete hours on both sides with the mean of
+    those neighbours, marked as interpolated (only when the billing team asks for it)."""
 
 
 @dg.asset(
@@ -129,7 +132,8 @@ def hourly_measurements(
     derived in one run and one transaction."""
     start, end = utc_window(context.partition_time_window)
     with db.connect() as conn:
-        derived = derive_window(conn, start, end, timedelta(hours=config.carry_bound_hours))
+        derived = derive_window(conn, start, end, timedelta(hours=config.carry_bound_hours),
+                                interpolate=config.interpolate_flagged_hours)
     context.log.info(f"derived {derived.hours} hours from {start.isoformat()}: {derived.rows} "
                      f"rows, {len(derived.gaps)} gap and {len(derived.carried)} carried hours")
     return dg.MaterializeResult(
@@ -161,6 +165,7 @@ def _window_metadata(derived: DerivedWindow) -> dict[str, Any]:
         "rows": derived.rows,
         "gap_hours": len(derived.gaps),
         "carried_hours": len(derived.carried),
+        "interpolated_hours": len(derived.interpolated),
     }
     for totals in derived.totals:
         metadata[f"{totals.meter}_unit_seconds"] = totals.unit_seconds

@@ -56,6 +56,10 @@ class DerivedWindow:
     def carried(self) -> list[FlaggedHour]:
         return [f for f in self.flagged if f.status == "carried"]
 
+    @property
+    def interpolated(self) -> list[FlaggedHour]:
+        return [f for f in self.flagged if f.status == "interpolated"]
+
 
 def check_window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     """The window in UTC; it must be whole UTC hours, start before end."""
@@ -71,11 +75,15 @@ def check_window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
 
 
 def derive_window(conn: psycopg.Connection, start: datetime, end: datetime,
-                  carry_bound: timedelta = DEFAULT_CARRY_BOUND) -> DerivedWindow:
+                  carry_bound: timedelta = DEFAULT_CARRY_BOUND, *,
+                  interpolate: bool = False) -> DerivedWindow:
     """Replace the measurements and coverage flags of [start, end) in one transaction.
 
     Re-running a window converges to the same rows; concurrent runs of overlapping windows
     serialise on a transaction-level advisory lock instead of interleaving their writes.
+    With ``interpolate``, flagged hours that have a complete hour on both sides are filled
+    with the mean of those neighbours and marked interpolated (only when asked: it is an
+    estimate, not a measurement).
     """
     start, end = check_window(start, end)
     window = {"window_start": start, "window_end": end, "carry_bound": carry_bound}
@@ -86,6 +94,10 @@ def derive_window(conn: psycopg.Connection, start: datetime, end: datetime,
         rows = cur.rowcount
         cur.execute(query("delete_coverage"), window)
         cur.execute(query("derive_coverage"), window)
+        if interpolate:
+            cur.execute(query("find_interpolable_hours"), window)
+            cur.execute(query("interpolate_hours"))
+            cur.execute(query("insert_interpolated"))
     return summarize_window(conn, start, end, rows)
 
 

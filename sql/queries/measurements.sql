@@ -134,3 +134,55 @@ SELECT count(*) AS rows FROM billing.hourly_measurement
 -- Resource kinds seen in usage with no name yet, with where they were first seen.
 SELECT meter, natural_id, first_seen_at FROM billing.resource_kind
  WHERE is_stub ORDER BY meter, natural_id;
+
+-- name: find_interpolable_hours
+-- The window's flagged hours (gap or carried) that have a complete hour of the same meter on
+-- both sides, with those two neighbours (a temporary table for the two statements below).
+CREATE TEMP TABLE interpolable ON COMMIT DROP AS
+SELECT * FROM (
+    SELECT c.hour_start, c.meter,
+           (SELECT max(b.hour_start) FROM billing.hour_coverage b
+             WHERE b.meter = c.meter AND b.status = 'complete' AND b.hour_start < c.hour_start)
+               AS before_hour,
+           (SELECT min(a.hour_start) FROM billing.hour_coverage a
+             WHERE a.meter = c.meter AND a.status = 'complete' AND a.hour_start > c.hour_start)
+               AS after_hour
+      FROM billing.hour_coverage c
+     WHERE c.hour_start >= %(window_start)s AND c.hour_start < %(window_end)s
+       AND c.status IN ('gap', 'carried')
+) AS flagged
+ WHERE before_hour IS NOT NULL AND after_hour IS NOT NULL;
+
+-- name: interpolate_hours
+-- Replace each interpolable hour's measurements by the mean of its two neighbours, per
+-- resource and kind (a resource absent on one side counts 0 there), rounded half-even.
+WITH removed AS (
+    DELETE FROM billing.hourly_measurement m
+     USING interpolable i, billing.resource_kind k
+     WHERE m.hour_start = i.hour_start AND k.id = m.resource_kind_id AND k.meter = i.meter
+    RETURNING m.hour_start
+)
+SELECT count(*) AS removed FROM removed;
+
+-- name: insert_interpolated
+-- The interpolated rows themselves, and the hours marked.
+WITH neighbours AS (
+    SELECT i.hour_start, m.resource_id, m.resource_kind_id,
+           coalesce(sum(m.value) FILTER (WHERE m.hour_start = i.before_hour), 0)
+         + coalesce(sum(m.value) FILTER (WHERE m.hour_start = i.after_hour), 0) AS both_sides
+      FROM interpolable i
+      JOIN billing.hourly_measurement m ON m.hour_start IN (i.before_hour, i.after_hour)
+      JOIN billing.resource_kind k ON k.id = m.resource_kind_id AND k.meter = i.meter
+     GROUP BY i.hour_start, m.resource_id, m.resource_kind_id
+),
+inserted AS (
+    INSERT INTO billing.hourly_measurement
+           (hour_start, resource_id, resource_kind_id, value, interpolated)
+    SELECT hour_start, resource_id, resource_kind_id,
+           billing.div_round_half_even(both_sides, 2)::bigint, true
+      FROM neighbours
+     WHERE both_sides > 0
+)
+UPDATE billing.hour_coverage c SET status = 'interpolated'
+  FROM interpolable i
+ WHERE c.hour_start = i.hour_start AND c.meter = i.meter;
