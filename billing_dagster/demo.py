@@ -32,6 +32,7 @@ from billing_dagster.ledger.assets import (
     monthly_statements,
     statements_directory,
 )
+from billing_dagster.meters import STREAMS
 from billing_dagster.partitions import hourly_keys_between, monthly_partitions
 from billing_dagster.pricing.assets import priced_postings
 from billing_dagster.pricing.postings import price_window
@@ -39,7 +40,7 @@ from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
 from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.sql import query
 from billing_dagster.usage.assets import foundation_snapshot, hourly_measurements, usage_events
-from billing_dagster.usage.events import STREAMS, land_events
+from billing_dagster.usage.events import land_events
 from billing_dagster.usage.measurements import derive_window
 
 if TYPE_CHECKING:

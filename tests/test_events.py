@@ -5,16 +5,17 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from billing_dagster.meters import METERS
+from billing_dagster.meters import METERS, STREAMS, CfAppsMeter
 from billing_dagster.partitions import hourly_keys_between
 from billing_dagster.resources import BillingDatabase
 from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.usage.assets import hourly_measurements
-from billing_dagster.usage.events import APP_EVENTS, STREAMS, land_events
+from billing_dagster.usage.events import land_events
 from billing_dagster.usage.measurements import derive_window
 from billing_dagster.usage.snapshot import land_snapshot, take_snapshot
 from tests.support import SIM_CLIENT, cf_client
 
+APP_EVENTS = CfAppsMeter.events
 START = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 H10 = START + timedelta(hours=1)
 

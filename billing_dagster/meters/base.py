@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,8 +50,26 @@ class MeterSnapshot:
         return "partial" if self.resources else "failed"
 
 
+@dataclass(frozen=True)
+class EventStream:
+    """A CF usage-event stream and the meter whose resources its events change: how to turn
+    one event into a staging row, and the named queries that land it and observe it."""
+
+    name: str  # the v3 list, e.g. app_usage_events
+    meter: str
+    row: Callable[[int, dict[str, Any]], tuple]
+    copy: str
+    land: str
+    observe: str
+
+    @property
+    def path(self) -> str:
+        return f"/v3/{self.name}"
+
+
 class Meter(Protocol):
     name: str
+    events: EventStream | None
 
     def snapshot(self, cf: CloudFoundryClient) -> MeterSnapshot:
         """Read the current state of every resource of this meter. A failure after some data

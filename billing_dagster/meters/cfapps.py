@@ -11,15 +11,26 @@ import logging
 from typing import Any
 
 from billing_dagster.cf.client import CfApiError, CloudFoundryClient
-from billing_dagster.meters.base import MeterSnapshot, ObservedResource
+from billing_dagster.meters.base import EventStream, MeterSnapshot, ObservedResource
 
 log = logging.getLogger(__name__)
 
 APP_MEMORY_KIND = "app-memory"
 
 
+def _event_row(pos: int, e: dict[str, Any]) -> tuple:
+    """One app usage event as a row of stage_app_event (sql/queries/events.sql)."""
+    return (pos, e["guid"], e["created_at"], e["state"]["current"], e["state"]["previous"],
+            e["app"]["guid"], e["app"]["name"], e["process"]["guid"], e["process"]["type"],
+            e["space"]["guid"], e["space"]["name"], e["organization"]["guid"],
+            e["instance_count"]["current"], e["instance_count"]["previous"],
+            e["memory_in_mb_per_instance"]["current"], e["memory_in_mb_per_instance"]["previous"])
+
+
 class CfAppsMeter:
     name = "cfapps"
+    events = EventStream("app_usage_events", "cfapps", _event_row, "copy_stage_app_event",
+                         "land_app_events", "app_event_observations")
 
     def snapshot(self, cf: CloudFoundryClient) -> MeterSnapshot:
         try:

@@ -11,15 +11,32 @@ import logging
 from typing import Any
 
 from billing_dagster.cf.client import CfApiError, CloudFoundryClient
-from billing_dagster.meters.base import MeterSnapshot, ObservedKind, ObservedResource
+from billing_dagster.meters.base import (
+    EventStream,
+    MeterSnapshot,
+    ObservedKind,
+    ObservedResource,
+)
 
 log = logging.getLogger(__name__)
 
 NO_PLAN_KIND = "no-plan"  # a managed instance without a plan relationship: kept, flagged
 
 
+def _event_row(pos: int, e: dict[str, Any]) -> tuple:
+    """One service usage event as a row of stage_service_event (sql/queries/events.sql)."""
+    return (pos, e["guid"], e["created_at"], e["state"], e["service_instance"]["guid"],
+            e["service_instance"]["name"], e["service_instance"]["type"],
+            e["service_plan"]["guid"], e["service_plan"]["name"], e["service_offering"]["name"],
+            e["service_broker"]["name"], e["space"]["guid"], e["space"]["name"],
+            e["organization"]["guid"])
+
+
 class CfServicesMeter:
     name = "cfservices"
+    events = EventStream("service_usage_events", "cfservices", _event_row,
+                         "copy_stage_service_event", "land_service_events",
+                         "service_event_observations")
 
     def snapshot(self, cf: CloudFoundryClient) -> MeterSnapshot:
         kinds: list[ObservedKind] = []

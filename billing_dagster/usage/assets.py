@@ -6,10 +6,10 @@ from typing import Any
 
 import dagster as dg
 
-from billing_dagster.meters import METERS
+from billing_dagster.meters import METERS, STREAMS
 from billing_dagster.partitions import hourly_partitions, utc_window
 from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
-from billing_dagster.usage.events import STREAMS, LandedEvents, land_events
+from billing_dagster.usage.events import LandedEvents, land_events
 from billing_dagster.usage.measurements import DerivedWindow, derive_window
 from billing_dagster.usage.snapshot import LandedSnapshot, land_snapshot, take_snapshot
 

@@ -12,7 +12,6 @@ when a stream has no cursor, or when CF purged the cursor's event) up to the new
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,52 +21,12 @@ from psycopg.rows import dict_row
 from psycopg.types.range import Range
 
 from billing_dagster.cf.client import CfApiError, CloudFoundryClient
-from billing_dagster.meters import METERS
+from billing_dagster.meters import METERS, EventStream
 from billing_dagster.sql import query
 from billing_dagster.usage.snapshot import land_snapshot, take_snapshot
 
 log = logging.getLogger(__name__)
 DEFAULT_LAG = timedelta(minutes=1)
-
-
-def _app_row(pos: int, e: dict[str, Any]) -> tuple:
-    return (pos, e["guid"], e["created_at"], e["state"]["current"], e["state"]["previous"],
-            e["app"]["guid"], e["app"]["name"], e["process"]["guid"], e["process"]["type"],
-            e["space"]["guid"], e["space"]["name"], e["organization"]["guid"],
-            e["instance_count"]["current"], e["instance_count"]["previous"],
-            e["memory_in_mb_per_instance"]["current"], e["memory_in_mb_per_instance"]["previous"])
-
-
-def _service_row(pos: int, e: dict[str, Any]) -> tuple:
-    return (pos, e["guid"], e["created_at"], e["state"], e["service_instance"]["guid"],
-            e["service_instance"]["name"], e["service_instance"]["type"],
-            e["service_plan"]["guid"], e["service_plan"]["name"], e["service_offering"]["name"],
-            e["service_broker"]["name"], e["space"]["guid"], e["space"]["name"],
-            e["organization"]["guid"])
-
-
-@dataclass(frozen=True)
-class EventStream:
-    """One CF usage-event stream and the meter whose resources its events change."""
-
-    name: str
-    meter: str
-    row: Callable[[int, dict[str, Any]], tuple]
-    copy: str  # named queries: COPY target, landing, observations
-    land: str
-    observe: str
-
-    @property
-    def path(self) -> str:
-        return f"/v3/{self.name}"
-
-
-APP_EVENTS = EventStream("app_usage_events", "cfapps", _app_row, "copy_stage_app_event",
-                         "land_app_events", "app_event_observations")
-SERVICE_EVENTS = EventStream("service_usage_events", "cfservices", _service_row,
-                             "copy_stage_service_event", "land_service_events",
-                             "service_event_observations")
-STREAMS = (APP_EVENTS, SERVICE_EVENTS)
 
 
 class MalformedEvent(ValueError):
