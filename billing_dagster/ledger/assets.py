@@ -1,6 +1,7 @@
 """Ledger assets: the monthly posting, customers' balances and monthly statements."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,20 @@ def ledger_entries(context: dg.AssetExecutionContext, db: BillingDatabase) -> dg
     with db.connect() as conn:
         posted = post_month(conn, month, month_start, month_end)
         check = _ledger_check(conn)
+        coverage = conn.execute(query("month_coverage"), {"month_start": month_start,
+                                                          "month_end": month_end}).fetchall()
+    hours = (month_end - month_start) // timedelta(hours=1)
     context.log.info(f"{month:%Y-%m}: posted {len(posted.posted)} transactions")
-    return dg.MaterializeResult(metadata=_posting_metadata(posted), check_results=[check])
+    for meter, derived, flagged in coverage:
+        if derived < hours or flagged:
+            context.log.warning(f"{month:%Y-%m} {meter}: {derived} of {hours} hours measured, "
+                                f"{flagged} flagged; the posting charges what was measured")
+    return dg.MaterializeResult(
+        metadata={**_posting_metadata(posted), "hours_in_month": hours,
+                  "hours_measured": dg.MetadataValue.json(
+                      {meter: {"derived": derived, "flagged": flagged}
+                       for meter, derived, flagged in coverage})},
+        check_results=[check])
 
 
 def _ledger_check(conn: Any) -> dg.AssetCheckResult:

@@ -247,3 +247,13 @@ SELECT t.customer_id, sum(l.amount_microcredits)::bigint AS posted_microcredits,
 SELECT DISTINCT customer_id FROM billing.hourly_posting
  WHERE customer_id IS NOT NULL AND price_id IS NOT NULL
    AND hour_start >= %(month_start)s AND hour_start < %(month_end)s;
+
+-- name: month_coverage
+-- How much of a month was measured before it was posted: hours derived and hours flagged,
+-- per meter.
+SELECT meter, count(*) AS hours_derived,
+       count(*) FILTER (WHERE status <> 'complete') AS hours_flagged
+  FROM billing.hour_coverage
+ WHERE hour_start >= %(month_start)s AND hour_start < %(month_end)s
+ GROUP BY meter
+ ORDER BY meter;
