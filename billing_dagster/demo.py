@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dagster as dg
 from psycopg.rows import dict_row
@@ -25,6 +25,7 @@ from psycopg.rows import dict_row
 from billing_dagster.catalog.assets import billing_catalog
 from billing_dagster.cf.client import CloudFoundryClient
 from billing_dagster.database import connect
+from billing_dagster.launch import Prepared, remember_foundation
 from billing_dagster.ledger.assets import (
     balances_table,
     customer_balances,
@@ -43,9 +44,6 @@ from billing_dagster.usage.assets import foundation_snapshot, hourly_measurement
 from billing_dagster.usage.events import land_events
 from billing_dagster.usage.measurements import derive_window
 
-if TYPE_CHECKING:
-    from billing_dagster.launch import Prepared
-
 log = logging.getLogger("billing_dagster")
 SEED = 7
 CLIENT = ("billing", "billing-secret")
@@ -63,8 +61,10 @@ def run_demo(prepared: Prepared, *, apps: int, service_instances: int) -> int:
     month_start = monthly_partitions.time_window_for_partition_key(month_key).start
     # 40 days, or more when that is needed to cover the whole month that gets posted
     start = min(end - HISTORY, month_start.astimezone(UTC))
-    foundation = Foundation(seed=SEED, apps=apps, service_instances=service_instances,
-                            start=start - timedelta(hours=1))
+    parameters = {"seed": SEED, "apps": apps, "service_instances": service_instances,
+                  "start": start - timedelta(hours=1)}
+    foundation = Foundation(**parameters)
+    remember_foundation(parameters)  # `make dev` goes on serving this foundation
     instance = dg.DagsterInstance.get()
     with Simulator(foundation, client_id=CLIENT[0], client_secret=CLIENT[1]) as sim:
         resources = {

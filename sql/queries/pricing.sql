@@ -102,3 +102,7 @@ SELECT u.reason, k.meter, k.natural_id, k.name, u.first_hour, u.last_hour, u.hou
   FROM billing.unknown_kind_review u
   JOIN billing.resource_kind k ON k.id = u.resource_kind_id
  ORDER BY k.meter, coalesce(k.name, k.natural_id), u.reason;
+
+-- name: latest_catalog_load
+-- The newest catalog load (none: id NULL).
+SELECT max(id) AS id FROM billing.catalog_load;
