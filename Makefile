@@ -31,6 +31,8 @@ lint: install
 
 bench: install  ## snapshot, landing and derivation timings against the simulator
 	$(BIN)/python -m bench.snapshot
+	$(BIN)/python -m bench.events
+	$(BIN)/python -m bench.backfill
 
 stop:  ## stop the embedded PostgreSQL server started by run/dev
 	$(BIN)/python -m billing_dagster.launch stop
