@@ -26,7 +26,6 @@ import argparse
 import os
 import statistics
 import tempfile
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,18 +35,16 @@ from typing import Any
 from urllib.parse import quote
 
 import dagster as dg
-import psycopg
 import yaml
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
-from bench.snapshot import admin_url, timed
+from bench.snapshot import admin_url, fresh_database, timed
 from billing_dagster.catalog.loading import load_catalog
 from billing_dagster.catalog.reading import EXAMPLE_CATALOG, read_catalog
 from billing_dagster.cf.client import CloudFoundryClient
 from billing_dagster.database import connect
 from billing_dagster.meters import STREAMS
-from billing_dagster.migrate import migrate
 from billing_dagster.partitions import hourly_keys_between, hourly_partitions
 from billing_dagster.pricing.assets import priced_postings
 from billing_dagster.pricing.postings import price_window
@@ -88,23 +85,6 @@ def empty_hours_downstream() -> dg.MaterializeResult:
 def warm_up() -> dg.MaterializeResult:
     """One unpartitioned run first, so that no measured run pays the instance's first use."""
     return dg.MaterializeResult()
-
-
-@contextmanager
-def fresh_database(admin: str) -> Iterator[str]:
-    """A new, migrated database on the admin server; dropped on the way out."""
-    name = f"billing_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_conninfo(admin, dbname=name)
-    try:
-        with psycopg.connect(url) as conn:
-            migrate(conn)
-        yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
 
 
 def as_url(conninfo: str) -> str:

@@ -29,14 +29,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
-from bench.snapshot import admin_url, timed
+from bench.snapshot import admin_url, fresh_database, timed
 from billing_dagster.cf.client import CloudFoundryClient
 from billing_dagster.database import connect
 from billing_dagster.meters import METERS, STREAMS, EventStream, Meter
-from billing_dagster.migrate import migrate
 from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.usage import events as events_module
 from billing_dagster.usage.events import land_events
@@ -45,23 +43,6 @@ from billing_dagster.usage.snapshot import land_snapshot, take_snapshot
 START = datetime(2025, 3, 1, tzinfo=UTC)
 CLIENT = ("billing", "billing-secret")
 COLUMNS = 16  # billing.app_usage_event's landed columns (the stage_app_event COPY)
-
-
-@contextmanager
-def fresh_database(admin: str) -> Iterator[str]:
-    """A new, migrated database on the admin server; dropped on the way out."""
-    name = f"billing_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_conninfo(admin, dbname=name)
-    try:
-        with psycopg.connect(url) as conn:
-            migrate(conn)
-        yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
 
 
 def events_in(foundation: Foundation) -> int:

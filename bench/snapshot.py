@@ -12,13 +12,15 @@ import argparse
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from billing_dagster.cf.client import CloudFoundryClient
 from billing_dagster.database import connect, resolve_url
@@ -50,14 +52,25 @@ def admin_url() -> str:
         return resolve_url(database_settings({}, Path.cwd()))
 
 
-def bench_size(admin: str, apps: int, services: int) -> dict[str, float | int]:
+@contextmanager
+def fresh_database(admin: str) -> Iterator[str]:
+    """A new, migrated database on the admin server; dropped on the way out."""
     name = f"billing_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(admin, dbname=name)
+    url = make_conninfo(admin, dbname=name)
     try:
         with psycopg.connect(url) as conn:
             migrate(conn)
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+def bench_size(admin: str, apps: int, services: int) -> dict[str, float | int]:
+    with fresh_database(admin) as url:
         foundation, generate_s = timed(lambda: Foundation(seed=11, apps=apps,
                                                           service_instances=services,
                                                           start=HOUR - timedelta(hours=1)))
@@ -77,10 +90,6 @@ def bench_size(admin: str, apps: int, services: int) -> dict[str, float | int]:
         return {"apps": apps, "services": services, "generate_s": generate_s,
                 "observations": rows, "fetch_s": fetch_s, "land_s": land_s,
                 "derive_s": derive_s, "measurements": derived.rows, "copy_floor_s": floor_s}
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
 
 
 def copy_floor(conn: psycopg.Connection, rows: int) -> float:
@@ -104,7 +113,7 @@ def main() -> None:
                         help="app counts; service instances are half of each")
     args = parser.parse_args()
     admin = admin_url()
-    print(f"database server: {psycopg.conninfo.conninfo_to_dict(admin).get('host')}, "
+    print(f"database server: {conninfo_to_dict(admin).get('host')}, "
           f"{os.cpu_count()} CPUs")
     results = [bench_size(admin, n, n // 2) for n in map(int, args.sizes.split(","))]
     header = ("apps", "services", "observations", "generate_s", "fetch_s", "land_s",
