@@ -26,7 +26,7 @@ def utc_window(window: dg.TimeWindow) -> tuple[datetime, datetime]:
 
 def hourly_keys_between(start: datetime, end: datetime) -> list[str]:
     """The hourly partition keys covering [start, end), in order."""
-    return hourly_partitions.get_partition_keys_in_time_window(dg.TimeWindow(start, end))
+    return list(hourly_partitions.get_partition_keys_in_time_window(dg.TimeWindow(start, end)))
 
 monthly_partitions = dg.MonthlyPartitionsDefinition(
     start_date="2025-01", fmt="%Y-%m", timezone=BUSINESS_TIMEZONE

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from billing_dagster.database import connect, start_embedded, stop_embedded
 from billing_dagster.migrate import migrate
@@ -38,10 +39,10 @@ def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def database_url(admin_url: str, name: str) -> str:
-    return psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+    return make_conninfo(admin_url, dbname=name)
 
 
-def _admin(admin_url: str, statement: sql.Composable) -> None:
+def _admin(admin_url: str, statement: sql.Composed) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(statement)
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from billing_dagster.meters import METERS, STREAMS, CfAppsMeter
+from billing_dagster.meters import METERS, STREAMS
 from billing_dagster.partitions import hourly_keys_between
 from billing_dagster.resources import BillingDatabase
 from billing_dagster.simulator import Foundation, Simulator
@@ -15,7 +15,7 @@ from billing_dagster.usage.measurements import derive_window
 from billing_dagster.usage.snapshot import land_snapshot, take_snapshot
 from tests.support import SIM_CLIENT, cf_client
 
-APP_EVENTS = CfAppsMeter.events
+APP_EVENTS = next(s for s in STREAMS if s.name == "app_usage_events")
 START = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 H10 = START + timedelta(hours=1)
 
@@ -54,9 +54,14 @@ def pick_app(sim: Simulator, state: str):
 def managed_instance(sim: Simulator):
     """A managed instance whose offering has more than one plan (so it can be re-planned)."""
     plans = sim.foundation.service_plans
-    return next(i for i in sim.foundation.service_instances.values() if i.type == "managed"
-                and sum(p.offering_guid == plans[i.plan_guid].offering_guid
-                        for p in plans.values()) > 1)
+    def replannable(plan_guid: str | None) -> bool:
+        if plan_guid is None:
+            return False
+        offering = plans[plan_guid].offering_guid
+        return sum(p.offering_guid == offering for p in plans.values()) > 1
+
+    return next(i for i in sim.foundation.service_instances.values()
+                if i.type == "managed" and replannable(i.plan_guid))
 
 
 def test_an_app_started_at_10_20_and_stopped_at_10_50_uses_30_minutes(conn, quiet_sim):
@@ -142,6 +147,7 @@ def test_a_re_planned_service_splits_the_hour_between_two_kinds(conn, quiet_sim)
     land_all(conn, quiet_sim, START + timedelta(minutes=5))
     instance = managed_instance(quiet_sim)
     plans = quiet_sim.foundation.service_plans
+    assert instance.plan_guid is not None
     old = plans[instance.plan_guid]
     new = next(p for p in plans.values()
                if p.offering_guid == old.offering_guid and p.guid != old.guid)

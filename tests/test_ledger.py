@@ -2,6 +2,7 @@
 mid-month price changes, rounding once per line, idempotent posting and adjustments."""
 
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 import dagster as dg
 import psycopg
@@ -236,6 +237,6 @@ def test_statements_break_the_month_down_without_floats(acme):
     (statement,) = build_statements(acme, date(2025, 3, 1), start, end)
     assert statement.posted_microcredits == 1_000_000
     assert statement.exact_microcredits == 1_000_000
-    assert statement.rows["microcredits"].map(type).eq(type(statement.exact_microcredits)).all()
+    assert bool(statement.rows["microcredits"].map(type).eq(Decimal).all())
     assert list(statement.rows[["org", "space", "kind"]].itertuples(index=False, name=None)) == [
         ("acme-org", "prod", "App memory")]

@@ -5,6 +5,7 @@ import json
 import threading
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import cast
 
 import dagster as dg
 import pytest
@@ -58,9 +59,9 @@ def load_price(conn, microcredits: int, valid_from: datetime) -> None:
 def test_an_unknown_kind_is_reported_once_with_where_it_was_seen(conn, held):
     first = unknown_kinds_sensor(dg.build_sensor_context(resources=held))
     second = unknown_kinds_sensor(dg.build_sensor_context(resources=held))
-    assert isinstance(first, dg.SensorResult)
-    assert "cfapps:App memory (no price) used 3 hours" in (first.skip_reason.skip_message or "")
-    assert "acme-org" in (first.skip_reason.skip_message or "")
+    assert isinstance(first, dg.SensorResult) and first.skip_reason is not None
+    message = first.skip_reason.skip_message or ""
+    assert "cfapps:App memory (no price) used 3 hours" in message and "acme-org" in message
     assert isinstance(second, dg.SkipReason)
     review = conn.execute("SELECT reason, hours, resources, quantity "
                           "FROM billing.unknown_kind_review").fetchall()
@@ -76,7 +77,7 @@ def test_new_unknown_kinds_are_posted_to_the_alert_webhook(conn, held, monkeypat
             self.send_response(204)
             self.end_headers()
 
-        def log_message(self, *args):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - its name
             pass
 
     server = HTTPServer(("127.0.0.1", 0), Hook)
@@ -112,7 +113,7 @@ def test_a_price_added_later_gets_held_usage_charged_exactly_once(conn, held):
         context = dg.build_run_status_sensor_context(
             sensor_name="reposting_sensor", dagster_instance=instance, dagster_run=run,
             dagster_event=repriced.get_run_success_event())
-        (repost,) = list(reposting_sensor(context))  # type: ignore[arg-type]
+        (repost,) = cast(list[dg.RunRequest], list(reposting_sensor(context)))  # type: ignore[arg-type]
     assert repost.partition_key == "2025-03"
     for _ in range(2):  # the reposting, and a repeat of it, charge the usage once
         assert dg.materialize([ledger_entries], resources=held,

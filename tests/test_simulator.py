@@ -6,6 +6,7 @@ import time
 import types
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import jwt
@@ -20,7 +21,7 @@ START = datetime(2025, 3, 1, tzinfo=UTC)
 ADMIN_AUTHORITIES = ("cloud_controller.admin", "usage.admin", "usage.read")
 
 
-def small_foundation(**kwargs: int) -> Foundation:
+def small_foundation(**kwargs: Any) -> Foundation:
     return Foundation(42, 120, 60, START, **kwargs)
 
 

@@ -109,15 +109,17 @@ class CloudFoundryClient:
 
     def _discover_token_url(self) -> str:
         """The UAA token endpoint, from the API root's ``links.uaa`` (as go-cfclient does)."""
-        if self._token_url is None:
-            root = self._send("GET", self.api_url + "/", authenticated=False)
-            try:
-                self._token_url = root["links"]["uaa"]["href"].rstrip("/") + "/oauth/token"
-            except (KeyError, TypeError, AttributeError):
-                raise CfApiError(
-                    f"GET {self.api_url}/ has no links.uaa.href: is CF_API_URL the API root "
-                    "(for example https://api.fr.cloud.gov)?", url=self.api_url + "/") from None
-        return self._token_url
+        if self._token_url is not None:
+            return self._token_url
+        root = self._send("GET", self.api_url + "/", authenticated=False)
+        try:
+            token_url: str = root["links"]["uaa"]["href"].rstrip("/") + "/oauth/token"
+        except (KeyError, TypeError, AttributeError):
+            raise CfApiError(
+                f"GET {self.api_url}/ has no links.uaa.href: is CF_API_URL the API root "
+                "(for example https://api.fr.cloud.gov)?", url=self.api_url + "/") from None
+        self._token_url = token_url
+        return token_url
 
     def _fetch_token(self) -> tuple[str, float]:
         token_url = self._discover_token_url()

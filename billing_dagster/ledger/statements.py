@@ -88,4 +88,4 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
         lambda d: d.quantize(MICROCREDIT_PLACES, rounding=ROUND_HALF_EVEN))
     grouped["credits"] = grouped["microcredits"].map(
         lambda d: (d / MICROCREDITS_PER_CREDIT).quantize(CREDIT_PLACES, rounding=ROUND_HALF_EVEN))
-    return grouped[COLUMNS]
+    return pd.DataFrame(grouped[COLUMNS])

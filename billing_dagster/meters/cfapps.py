@@ -29,8 +29,9 @@ def _event_row(pos: int, e: dict[str, Any]) -> tuple:
 
 class CfAppsMeter:
     name = "cfapps"
-    events = EventStream("app_usage_events", "cfapps", _event_row, "copy_stage_app_event",
-                         "land_app_events", "app_event_observations")
+    events: EventStream | None = EventStream(
+        "app_usage_events", "cfapps", _event_row, "copy_stage_app_event", "land_app_events",
+        "app_event_observations")
 
     def snapshot(self, cf: CloudFoundryClient) -> MeterSnapshot:
         try:

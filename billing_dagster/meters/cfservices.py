@@ -34,7 +34,7 @@ def _event_row(pos: int, e: dict[str, Any]) -> tuple:
 
 class CfServicesMeter:
     name = "cfservices"
-    events = EventStream("service_usage_events", "cfservices", _event_row,
+    events: EventStream | None = EventStream("service_usage_events", "cfservices", _event_row,
                          "copy_stage_service_event", "land_service_events",
                          "service_event_observations")
 
