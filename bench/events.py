@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from bench.snapshot import admin_url, fresh_database, timed
+from bench.snapshot import admin_url, fresh_database, time_copy, timed
 from billing_dagster.cf.client import CloudFoundryClient
 from billing_dagster.database import connect
 from billing_dagster.meters import METERS, STREAMS, EventStream, Meter
@@ -108,14 +108,7 @@ def copy_floor(url: str, rows: int) -> float:
             "instance_count integer, previous_instance_count integer, memory_in_mb integer, "
             "previous_memory_in_mb integer)")
         conn.commit()
-
-        def copy() -> None:
-            with conn.cursor() as cur, cur.copy("COPY copy_floor FROM STDIN") as target:
-                for row in data:
-                    target.write_row(row)
-            conn.commit()
-
-        return timed(copy)[1]
+        return time_copy(conn, data)
 
 
 def bench(admin: str, apps: int, services: int, target: int) -> list[dict[str, float | int | str]]:

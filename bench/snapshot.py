@@ -96,8 +96,11 @@ def copy_floor(conn: psycopg.Connection, rows: int) -> float:
     """COPY as many observation-shaped rows into a bare table: the least landing can cost."""
     conn.execute("CREATE TEMP TABLE copy_floor (resource_id bigint, observed_at timestamptz, "
                  "reading_id bigint, resource_kind_id bigint, rate bigint)")
-    data = [(i, HOUR, 1, 1, 512) for i in range(rows)]
+    return time_copy(conn, [(i, HOUR, 1, 1, 512) for i in range(rows)])
 
+
+def time_copy(conn: psycopg.Connection, data: list[tuple]) -> float:
+    """Seconds to COPY `data` into the table copy_floor and commit."""
     def copy() -> None:
         with conn.cursor() as cur, cur.copy("COPY copy_floor FROM STDIN") as target:
             for row in data:
