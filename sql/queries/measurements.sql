@@ -130,11 +130,6 @@ SELECT hour_start, meter, status, state_from, uncovered_seconds, incomplete_read
 SELECT count(*) AS rows FROM billing.hourly_measurement
  WHERE hour_start >= %(window_start)s AND hour_start < %(window_end)s;
 
--- name: unknown_kinds
--- Resource kinds seen in usage with no name yet, with where they were first seen.
-SELECT meter, natural_id, first_seen_at FROM billing.resource_kind
- WHERE is_stub ORDER BY meter, natural_id;
-
 -- name: find_interpolable_hours
 -- The window's flagged hours (gap or carried) that have a complete hour of the same meter on
 -- both sides, with those two neighbours (a temporary table for the two statements below).
