@@ -116,3 +116,12 @@ def test_user_provided_service_instances_are_not_metered(simulator):
         reading = CfServicesMeter().snapshot(client)
     assert reading.complete
     assert {r.natural_id for r in reading.resources} == managed
+
+
+def test_a_record_without_its_guid_stops_the_meter_with_a_partial_reading(simulator):
+    simulator.inject_fault("drop_guid", count=1, path_prefix="/v3/service_instances")
+    with cf_client(simulator, per_page=5) as client:
+        reading = CfServicesMeter().snapshot(client)
+    assert reading.status == "partial"
+    assert len(reading.resources) == 4  # the four good records of the first page are kept
+    assert reading.error is not None and "missing or invalid field 'guid'" in reading.error

@@ -76,3 +76,10 @@ class Meter(Protocol):
         was read returns what was read with complete=False and the error, never raises it
         away; a failure before anything was read returns an empty, failed snapshot."""
         ...
+
+
+def malformed(record: str, read: int, exc: Exception) -> str:
+    """The error of a listing that stopped at a record without a field it needs."""
+    missing = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    return (f"malformed {record} record after {read} good ones: missing or invalid field "
+            f"{missing!r}; what was read before it is kept as a partial reading")

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from billing_dagster.cf.client import CfApiError, CloudFoundryClient
-from billing_dagster.meters.base import EventStream, MeterSnapshot, ObservedResource
+from billing_dagster.meters.base import EventStream, MeterSnapshot, ObservedResource, malformed
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ class CfAppsMeter:
         except CfApiError as exc:
             log.warning("cfapps: apps listing failed after %d processes: %s", len(observed), exc)
             return MeterSnapshot(self.name, observed, [], complete=False, error=str(exc))
+        except (KeyError, TypeError, ValueError) as exc:
+            error = malformed("app", len(observed), exc)
+            log.warning("cfapps: %s", error)
+            return MeterSnapshot(self.name, observed, [], complete=False, error=error)
         return MeterSnapshot(self.name, observed, [], complete=True)
 
 

@@ -16,6 +16,7 @@ from billing_dagster.meters.base import (
     MeterSnapshot,
     ObservedKind,
     ObservedResource,
+    malformed,
 )
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,11 @@ class CfServicesMeter:
         except CfApiError as exc:
             log.warning("cfservices: listing failed after %d instances: %s", len(observed), exc)
             return MeterSnapshot(self.name, observed, kinds, complete=False, error=str(exc),
+                                 ignored=ignored)
+        except (KeyError, TypeError, ValueError) as exc:
+            error = malformed("service instance", len(observed), exc)
+            log.warning("cfservices: %s", error)
+            return MeterSnapshot(self.name, observed, kinds, complete=False, error=error,
                                  ignored=ignored)
         return MeterSnapshot(self.name, observed, kinds, complete=True, error=plan_error,
                              ignored=ignored)

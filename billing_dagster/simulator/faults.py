@@ -10,13 +10,15 @@ Kinds:
 - ``malformed``: status 200, JSON content type, a body that is not JSON.
 """
 
+import json
 import threading
 import time
 from dataclasses import asdict, dataclass
 
 from billing_dagster.simulator.responses import Response, cf_error_body, dump_json
 
-FAULT_KINDS: tuple[str, ...] = ("429", "500", "502", "503", "slow", "truncate", "malformed")
+FAULT_KINDS: tuple[str, ...] = ("429", "500", "502", "503", "slow", "truncate", "malformed",
+                                "drop_guid")
 ERROR_KINDS = frozenset({"429", "500", "502", "503"})
 MALFORMED_BODY = b"<html><body><h1>502 Bad Gateway</h1>upstream reset</body></html>"
 
@@ -101,8 +103,18 @@ def error_reply(fault: Fault) -> Response:
 
 
 def corrupt(response: Response, fault: Fault) -> Response:
-    """Apply a ``truncate`` or ``malformed`` fault to an otherwise normal reply."""
+    """Apply a ``truncate``, ``malformed`` or ``drop_guid`` fault to an otherwise normal reply.
+
+    ``drop_guid`` is valid JSON whose last listed resource has lost its ``guid``: a record a
+    reader must reject by name, not a transport failure to retry.
+    """
     if fault.kind == "truncate":
         return Response(response.status, response.body[: len(response.body) // 2],
                         response.content_type, response.headers)
+    if fault.kind == "drop_guid":
+        document = json.loads(response.body)
+        if document.get("resources"):
+            document["resources"][-1].pop("guid", None)
+        return Response(response.status, dump_json(document), response.content_type,
+                        response.headers)
     return Response(200, MALFORMED_BODY, response.content_type, response.headers)

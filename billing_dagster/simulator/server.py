@@ -184,7 +184,7 @@ class Simulator:
     ) -> None:
         """Make the next ``count`` requests whose path starts with ``path_prefix`` fail.
 
-        ``kind``: "429", "500", "502", "503", "slow", "truncate" or "malformed" (see
+        ``kind``: "429", "500", "502", "503", "slow", "truncate", "malformed" or "drop_guid" (see
         ``faults``). Faults queue in order: the first pending one that matches is used.
         """
         self._faults.add(Fault(kind, path_prefix, retry_after, delay_seconds), count)
@@ -213,7 +213,7 @@ class Simulator:
             if fault is not None and fault.kind == "slow":
                 time.sleep(fault.delay_seconds)
             response = self._serve(method, path, _last_values(split.query), headers, body)
-            if fault is not None and fault.kind in ("truncate", "malformed"):
+            if fault is not None and fault.kind in ("truncate", "malformed", "drop_guid"):
                 response = corrupt(response, fault)
             return response
         except Exception:
