@@ -8,9 +8,12 @@ name, so the SQL stays in reviewable ``.sql`` files and Python never builds SQL 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import LiteralString, cast
+from typing import Any, LiteralString, cast
+
+import psycopg
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 _HEADER = re.compile(r"^-- name: (?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
@@ -29,6 +32,13 @@ def queries() -> dict[str, str]:
                 raise ValueError(f"{path.name}: query {name!r} is defined twice")
             found[name] = body
     return found
+
+
+def copy_rows(cur: psycopg.Cursor[Any], name: str, rows: Iterable[Sequence[Any]]) -> None:
+    """COPY ``rows`` through the named ``COPY ... FROM STDIN`` query."""
+    with cur.copy(query(name)) as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def query(name: str) -> LiteralString:

@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 from psycopg.types.range import Range
 
 from billing_dagster.catalog.model import MICROCREDITS_PER_CREDIT, Catalog, CatalogError
-from billing_dagster.sql import query
+from billing_dagster.sql import copy_rows, query
 
 
 @dataclass(frozen=True)
@@ -64,18 +64,18 @@ def load_catalog(conn: psycopg.Connection, catalog: Catalog) -> CatalogLoad:
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(query("lock_catalog"))
         cur.execute(query("create_catalog_staging"))
-        _copy(cur, "copy_catalog_tier", [(t.name, t.credits_per_month) for t in catalog.tiers])
-        _copy(cur, "copy_catalog_customer",
+        copy_rows(cur, "copy_catalog_tier", [(t.name, t.credits_per_month) for t in catalog.tiers])
+        copy_rows(cur, "copy_catalog_customer",
               [(c.id, c.name, c.tier) for c in catalog.customers])
-        _copy(cur, "copy_catalog_customer_org", sorted(catalog.orgs.items()))
-        _copy(cur, "copy_catalog_kind", [
+        copy_rows(cur, "copy_catalog_customer_org", sorted(catalog.orgs.items()))
+        copy_rows(cur, "copy_catalog_kind", [
             (k.meter, k.natural_id, k.name, json.dumps(_details(k.meter, k.name, k.description)))
             for k in catalog.resource_kinds])
-        _copy(cur, "copy_catalog_price", [
+        copy_rows(cur, "copy_catalog_price", [
             (p.kind, p.microcredits_per_unit, p.unit, p.valid_from, p.valid_to,
              f"prices.yaml entry {index}")
             for index, p in enumerate(catalog.prices, start=1)])
-        _copy(cur, "copy_catalog_iaa", [
+        copy_rows(cur, "copy_catalog_iaa", [
             (i.id, i.customer, i.credits * MICROCREDITS_PER_CREDIT, i.pop_start, i.pop_end)
             for i in catalog.iaas])
 
@@ -158,9 +158,3 @@ def _refusals(catalog: Catalog, refused: list[dict[str, Any]]) -> list[str]:
 def _period(period: Range[date]) -> str:
     assert period.lower is not None and period.upper is not None
     return f"{period.lower} to {period.upper - timedelta(days=1)}"
-
-
-def _copy(cur: psycopg.Cursor, name: str, rows: list[tuple]) -> None:
-    with cur.copy(query(name)) as copy:
-        for row in rows:
-            copy.write_row(row)

@@ -12,17 +12,19 @@ when a stream has no cursor, or when CF purged the cursor's event) up to the new
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import chain, islice
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.range import Range
 
-from billing_dagster.cf.client import CfApiError, CloudFoundryClient
+from billing_dagster.cf.client import CfApiError, CloudFoundryClient, Page
 from billing_dagster.meters import METERS, EventStream
-from billing_dagster.sql import query
+from billing_dagster.sql import copy_rows, query
 from billing_dagster.usage.snapshot import land_snapshot, take_snapshot
 
 log = logging.getLogger(__name__)
@@ -53,11 +55,11 @@ def land_events(conn: psycopg.Connection, cf: CloudFoundryClient, stream: EventS
     cursor = _cursor(conn, stream)
     purged = None
     rebased_at = None
-    pages = iter(())
+    pages: Iterator[Page] = iter(())
     if cursor is not None:
         try:
             pages = cf.pages(stream.path, {"after_guid": cursor["after_guid"]})
-            first = next(pages, None)
+            first = list(islice(pages, 1))  # a purged cursor shows on the first request
         except CfApiError as exc:
             if exc.status != 422:
                 raise
@@ -69,34 +71,28 @@ def land_events(conn: psycopg.Connection, cf: CloudFoundryClient, stream: EventS
             _record_lost(conn, stream, cursor, now, run_id)
             cursor = None
         else:
-            pages = _chain(first, pages)
+            pages = chain(first, pages)
     if cursor is None:
         rebased_at = _base_snapshot(conn, cf, stream, now, run_id)
         pages = cf.pages(stream.path)
-        covered_from = rebased_at
+        covered_from, after = rebased_at, None
     else:
         covered_from = cursor["covered_to"]
+        after = (cursor["after_guid"], cursor["after_created_at"])
 
     stats = {"pages": 0, "read": 0, "new": 0, "observations": 0}
     page = next(pages, None)
     while page is not None:
         following = next(pages, None)
-        covered_from = _land_page(conn, stream, page.resources, covered_from, horizon,
-                                  last=following is None, run_id=run_id, stats=stats,
-                                  cursor=cursor)
-        cursor = _cursor(conn, stream)
+        covered_from, after = _land_page(conn, stream, page.resources, covered_from, horizon,
+                                         last=following is None, run_id=run_id, stats=stats,
+                                         after=after)
         page = following
     log.info("%s: %d pages, %d events read, %d new, %d observations; covered to %s",
              stream.name, stats["pages"], stats["read"], stats["new"], stats["observations"],
              covered_from)
     return LandedEvents(stream.name, stats["pages"], stats["read"], stats["new"],
                         stats["observations"], covered_from, rebased_at, purged)
-
-
-def _chain(first: Any, rest: Any) -> Any:
-    if first is not None:
-        yield first
-    yield from rest
 
 
 def _cursor(conn: psycopg.Connection, stream: EventStream) -> dict[str, Any] | None:
@@ -130,8 +126,10 @@ def _record_lost(conn: psycopg.Connection, stream: EventStream, cursor: dict[str
 
 def _land_page(conn: psycopg.Connection, stream: EventStream, events: list[dict[str, Any]],
                covered_from: datetime, horizon: datetime, *, last: bool, run_id: str | None,
-               stats: dict[str, int], cursor: dict[str, Any] | None) -> datetime:
-    """Land one page and move the cursor, in one transaction; return the new covered-to."""
+               stats: dict[str, int], after: tuple[str, datetime] | None
+               ) -> tuple[datetime, tuple[str, datetime] | None]:
+    """Land one page and move the cursor, in one transaction; return the new covered-to and
+    cursor position (guid and time of the last event old enough to read after)."""
     try:
         rows = [stream.row(pos, event) for pos, event in enumerate(events)]
     except (KeyError, TypeError) as exc:
@@ -142,29 +140,28 @@ def _land_page(conn: psycopg.Connection, stream: EventStream, events: list[dict[
     # mid-read, the last event's second (more events of that second may follow)
     upper = horizon if last else min(max(times, default=horizon), horizon)
     covers = Range(covered_from, upper, "[)") if upper > covered_from else None
+    covered_to = max(upper, covered_from)
     final = [(row, t) for row, t in zip(rows, times, strict=True) if t <= horizon]
+    if final:
+        after = (final[-1][0][1], final[-1][1])
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query("create_event_staging"))
-        with cur.copy(query(stream.copy)) as copy:
-            for row in rows:
-                copy.write_row(row)
+        copy_rows(cur, stream.copy, rows)
         reading = cur.execute(query("insert_events_reading"), {
-            "meter": stream.meter, "taken_at": max(upper, covered_from), "status": "complete",
+            "meter": stream.meter, "taken_at": covered_to, "status": "complete",
             "events": len(rows), "error": None, "run_id": run_id, "covers": covers,
         }).fetchone()
         assert reading is not None
-        ids = {"reading_id": reading["id"], "taken_at": max(upper, covered_from)}
+        ids = {"reading_id": reading["id"], "taken_at": covered_to}
         landed = cur.execute(query(stream.land), ids).fetchone()
         cur.execute(query("ensure_event_orgs_and_spaces"), ids)
         cur.execute(query(stream.observe), ids)
         stats["observations"] += cur.rowcount
-        after = ((final[-1][0][1], final[-1][1]) if final else
-                 (cursor["after_guid"], cursor["after_created_at"]) if cursor else None)
         if after is not None:  # no event old enough yet, and no cursor: the next read rebases
             cur.execute(query("set_event_cursor"), {
                 "stream": stream.name, "after_guid": after[0], "after_created_at": after[1],
-                "covered_to": max(upper, covered_from)})
+                "covered_to": covered_to})
     stats["pages"] += 1
     stats["read"] += len(rows)
     stats["new"] += landed["new_events"] if landed else 0
-    return max(upper, covered_from)
+    return covered_to, after

@@ -16,7 +16,7 @@ import psycopg
 
 from billing_dagster.cf.client import CfApiError, CloudFoundryClient
 from billing_dagster.meters import Meter, MeterSnapshot
-from billing_dagster.sql import query
+from billing_dagster.sql import copy_rows, query
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +96,12 @@ def land_snapshot(conn: psycopg.Connection, snapshot: Snapshot,
     at = {"taken_at": snapshot.taken_at}
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(query("create_snapshot_staging"))
-        _copy(cur, "copy_stage_org", snapshot.inventory.orgs)
-        _copy(cur, "copy_stage_space", snapshot.inventory.spaces)
-        _copy(cur, "copy_stage_kind", [
+        copy_rows(cur, "copy_stage_org", snapshot.inventory.orgs)
+        copy_rows(cur, "copy_stage_space", snapshot.inventory.spaces)
+        copy_rows(cur, "copy_stage_kind", [
             (m.meter, k.natural_id, k.name, json.dumps(k.details))
             for m in snapshot.meters for k in m.kinds])
-        _copy(cur, "copy_stage_resource", [
+        copy_rows(cur, "copy_stage_resource", [
             (m.meter, r.natural_id, r.name, r.space_guid, json.dumps(r.details),
              r.kind_natural_id, r.rate)
             for m in snapshot.meters for r in m.resources])
@@ -148,9 +148,3 @@ def land_snapshot(conn: psycopg.Connection, snapshot: Snapshot,
         stub_kinds=stub_kinds,
         ignored=dict(ignored),
     )
-
-
-def _copy(cur: psycopg.Cursor, name: str, rows: list[tuple]) -> None:
-    with cur.copy(query(name)) as copy:
-        for row in rows:
-            copy.write_row(row)
