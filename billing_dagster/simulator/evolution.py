@@ -12,6 +12,7 @@ same however the advance to a given time is split into calls.
 import heapq
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from itertools import accumulate
 from typing import NamedTuple
 
@@ -26,18 +27,26 @@ NEW_APP_STARTED_SHARE = 0.7
 INSTANCE_SIZES = (1, 2, 3, 4)
 
 APP_CHANGE_WEIGHTS: tuple[tuple[str, int], ...] = (
-    ("app_start", 20),
-    ("app_stop", 20),
-    ("app_scale", 25),
-    ("app_crash", 15),
-    ("app_create", 10),
-    ("app_delete", 10),
+    ("app_start", 18),
+    ("app_stop", 18),
+    ("app_scale", 22),
+    ("app_crash", 13),
+    ("app_create", 9),
+    ("app_delete", 9),
+    ("app_deploy", 8),
+    ("app_ephemeral", 3),
 )
 SERVICE_CHANGE_WEIGHTS: tuple[tuple[str, int], ...] = (
-    ("service_create", 35),
+    ("service_create", 32),
     ("service_replan", 30),
-    ("service_delete", 35),
+    ("service_delete", 32),
+    ("service_ephemeral", 6),
 )
+DEPLOY_SWITCH_SECONDS = (20, 600)
+"""A blue-green deploy deletes the old app this long after the new one started."""
+EPHEMERAL_APP_SECONDS = (0, 5)
+EPHEMERAL_SERVICE_SECONDS = (0, 90)
+"""How long a short-lived app or instance lives (0: created and deleted in the same second)."""
 
 
 class Change(NamedTuple):
@@ -127,6 +136,11 @@ class Evolver:
             "app_restart": self._app_restart,
             "app_create": self._app_create,
             "app_delete": self._app_delete,
+            "app_deploy": self._app_deploy,
+            "app_ephemeral": self._app_ephemeral,
+            "app_delete_target": self._app_delete_target,
+            "service_ephemeral": self._service_ephemeral,
+            "service_delete_target": self._service_delete_target,
             "service_create": self._service_create,
             "service_replan": self._service_replan,
             "service_delete": self._service_delete,
@@ -218,7 +232,52 @@ class Evolver:
         guid = started[index] if index < len(started) else stopped[index - len(started)]
         state.delete_app(guid, at, rng)
 
+    def _app_deploy(self, change: Change, at: str) -> None:
+        """A blue-green deploy: a new app (new guids) with the same processes starts next to
+        a started app, and the old app is deleted a little later (a follow-up)."""
+        state, rng = self._state, self._rng
+        if not state.started_apps:
+            return self._app_create(change, at)
+        old = state.apps[state.started_apps.choice(rng)]
+        app, processes = self._factory.app(rng, old.space_guid, at, started=True)
+        sizes = {p.type: (p.instances, p.memory_in_mb) for p in state.processes_of(old.guid)}
+        processes = [replace(p, instances=sizes[p.type][0], memory_in_mb=sizes[p.type][1])
+                     if p.type in sizes else p for p in processes]
+        state.create_app(replace(app, name=old.name), processes, at, rng)
+        self._follow_up(change, rng.randint(*DEPLOY_SWITCH_SECONDS), "app_delete_target",
+                        old.guid)
+
+    def _app_ephemeral(self, change: Change, at: str) -> None:
+        """An app pushed started and deleted within seconds (0: in the same second)."""
+        state, rng = self._state, self._rng
+        space_guid = state.space_guids[rng.randrange(len(state.space_guids))]
+        app, processes = self._factory.app(rng, space_guid, at, started=True)
+        state.create_app(app, processes, at, rng)
+        self._follow_up(change, rng.randint(*EPHEMERAL_APP_SECONDS), "app_delete_target",
+                        app.guid)
+
+    def _app_delete_target(self, change: Change, at: str) -> None:
+        if change.target is not None and change.target in self._state.apps:
+            self._state.delete_app(change.target, at, self._rng)
+
+    def _follow_up(self, change: Change, after_seconds: int, kind: str, target: str) -> None:
+        heapq.heappush(self._pending, Change(
+            change.at + after_seconds, True, change.origin_at, change.origin_index, kind, target))
+
     # -- service changes -------------------------------------------------------------------
+
+    def _service_ephemeral(self, change: Change, at: str) -> None:
+        """A managed instance created and deleted within a minute or so (or the same second)."""
+        state, rng = self._state, self._rng
+        space_guid = state.space_guids[rng.randrange(len(state.space_guids))]
+        instance = self._factory.service_instance(rng, space_guid, at)
+        state.create_service_instance(instance, at, rng)
+        self._follow_up(change, rng.randint(*EPHEMERAL_SERVICE_SECONDS),
+                        "service_delete_target", instance.guid)
+
+    def _service_delete_target(self, change: Change, at: str) -> None:
+        if change.target is not None and change.target in self._state.service_instances:
+            self._state.delete_service_instance(change.target, at, self._rng)
 
     def _service_create(self, change: Change, at: str) -> None:
         state, rng = self._state, self._rng

@@ -12,6 +12,7 @@ Not thread-safe: the HTTP server serializes access with its own lock.
 
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
@@ -19,7 +20,13 @@ from billing_dagster.simulator.catalog import build_catalog
 from billing_dagster.simulator.event_log import UnknownEventGuid
 from billing_dagster.simulator.evolution import Evolver
 from billing_dagster.simulator.gc_pause import paused_gc
-from billing_dagster.simulator.generation import ResourceFactory, iso_seconds, populate
+from billing_dagster.simulator.generation import (
+    DEFAULT_QUOTA_GUID,
+    ResourceFactory,
+    iso_seconds,
+    populate,
+)
+from billing_dagster.simulator.oracle import TrueUsage
 from billing_dagster.simulator.records import (
     App,
     AppUsageEvent,
@@ -33,7 +40,7 @@ from billing_dagster.simulator.records import (
     ServiceUsageEvent,
     Space,
 )
-from billing_dagster.simulator.state import FoundationState
+from billing_dagster.simulator.state import FoundationState, new_guid
 
 __all__ = ["Foundation", "UnknownEventGuid"]
 
@@ -73,12 +80,13 @@ class Foundation:
         self._now = start_epoch
         catalog = build_catalog(iso_seconds(start_epoch - int(_CATALOG_AGE.total_seconds())))
         self._state = FoundationState(catalog)
-        factory = ResourceFactory(catalog)
+        factory = self._factory = ResourceFactory(catalog)
         start_iso = iso_seconds(start_epoch)
         with paused_gc():
             populate(self._state, factory, seed, apps, service_instances, start_epoch)
             self._state.reseed_app_events(start_iso)
             self._state.reseed_service_events(start_iso)
+            self._state.start_history(start_iso)
         self._evolver = Evolver(seed, apps, service_instances, start_epoch, self._state, factory)
         self._evolve = evolve
         self._script_rng = random.Random(f"{seed}:script")
@@ -128,6 +136,7 @@ class Foundation:
             with paused_gc():
                 self._evolver.run_until(target, self._prune)
         self._now = target
+        self._state.record_now(target)
         self._prune(target)
 
     # -- scripted changes (tests): each advances time to ``at`` first, then applies -------
@@ -143,10 +152,12 @@ class Foundation:
         """``clock_skew_seconds`` stamps the event that much off ``at`` (a Cloud Controller
         whose clock is off), while the API order stays the order of the calls."""
         process = self._state.processes[process_guid]
+        true_at = self._script_at(at)
         self._state.scale_process(
             process_guid, process.instances if instances is None else instances,
             process.memory_in_mb if memory_in_mb is None else memory_in_mb,
-            self._script_at(at, clock_skew_seconds), self._script_rng)
+            true_at, self._script_rng,
+            stamp=iso_seconds(self._now + clock_skew_seconds) if clock_skew_seconds else None)
 
     def replan_service_instance(self, instance_guid: str, plan_guid: str, at: datetime) -> None:
         self._state.replan_service_instance(instance_guid, plan_guid, self._script_at(at),
@@ -156,14 +167,68 @@ class Foundation:
         self._state.delete_service_instance(instance_guid, self._script_at(at),
                                             self._script_rng)
 
-    def _script_at(self, at: datetime, clock_skew_seconds: int = 0) -> str:
+    def create_organization(self, name: str, at: datetime) -> str:
+        """A new org (CF writes no usage event for it); returns its guid."""
+        created = self._script_at(at)
+        guid = new_guid(self._script_rng)
+        self._state.add_organization(Organization(guid, name, created, DEFAULT_QUOTA_GUID))
+        return guid
+
+    def create_space(self, org_guid: str, name: str, at: datetime) -> str:
+        """A new space of ``org_guid``; new apps and instances may then land in it."""
+        created = self._script_at(at)
+        guid = new_guid(self._script_rng)
+        self._state.add_space(Space(guid, name, created, org_guid))
+        return guid
+
+    def create_app(self, space_guid: str, at: datetime, *, started: bool = True,
+                   instances: int = 1, memory_in_mb: int = 256, worker: bool = False) -> str:
+        """Push an app (a ``web`` process, and a ``worker`` if asked) of the given size."""
+        created = self._script_at(at)
+        rng = self._script_rng
+        app, processes = self._factory.app(rng, space_guid, created, started=started)
+        web = replace(processes[0], instances=instances, memory_in_mb=memory_in_mb)
+        processes = [web]
+        if worker:
+            processes.append(replace(web, guid=new_guid(rng), type="worker"))
+        self._state.create_app(app, processes, created, rng)
+        return app.guid
+
+    def delete_app(self, app_guid: str, at: datetime) -> None:
+        self._state.delete_app(app_guid, self._script_at(at), self._script_rng)
+
+    def create_service_instance(self, space_guid: str, plan_guid: str | None,
+                                at: datetime) -> str:
+        """A managed instance of ``plan_guid``, or a user-provided one for None."""
+        created = self._script_at(at)
+        rng = self._script_rng
+        guid = new_guid(rng)
+        instance = ServiceInstance(
+            guid=guid, name=f"scripted-{guid[:8]}",
+            type="managed" if plan_guid else "user-provided", space_guid=space_guid,
+            plan_guid=plan_guid, created_at=created, updated_at=created,
+            last_operation="create")
+        self._state.create_service_instance(instance, created, rng)
+        return guid
+
+    def _script_at(self, at: datetime) -> str:
         self.advance_to(at)
-        return iso_seconds(self._now + clock_skew_seconds)
+        return iso_seconds(self._now)
 
     def _prune(self, at: int) -> None:
         cutoff = iso_seconds(at - self._retention_seconds)
         self._state.app_events.prune_before(cutoff)
         self._state.service_events.prune_before(cutoff)
+
+    # -- the oracle -------------------------------------------------------------------------
+
+    def true_usage(self, start: datetime, end: datetime) -> list[TrueUsage]:
+        """What really ran in each UTC hour of [start, end): unit-seconds per resource and
+        kind, from the foundation's own history (``oracle``), never from its usage events.
+        OutsideHistory if the window is before ``start``, after ``now`` or not whole hours."""
+        history = self._state.history
+        assert history is not None
+        return history.usage(_epoch_seconds(start, "start"), _epoch_seconds(end, "end"))
 
     # -- inventory (read-only views, in API default order) ---------------------------------
 

@@ -11,7 +11,11 @@ Control endpoints (no auth, never faulted, not counted in ``requests``):
 - ``POST /_sim/faults`` with ``{"kind", "count", "path_prefix", "retry_after",
   "delay_seconds"}`` queues a fault, ``DELETE /_sim/faults`` clears them, ``GET`` lists them;
 - ``GET /_sim/stats`` -> ``{"token_requests", "requests", "now", "apps", "processes",
-  "service_instances", "app_events", "service_events"}``.
+  "service_instances", "app_events", "service_events"}``;
+- ``GET /_sim/usage?start=<iso>&end=<iso>`` -> the oracle: what really ran in each UTC hour of
+  the window (whole hours, from the foundation's start up to virtual now), as ``{"start",
+  "end", "known_from", "rows": [{"hour_start", "meter", "resource", "kind", "unit_seconds",
+  "space_guid", "org_guid"}]}`` (see ``oracle``); 400 with the reason for any other window.
 """
 
 import json
@@ -204,7 +208,7 @@ class Simulator:
             split = urlsplit(target)
             path = split.path or "/"
             if path.startswith(CONTROL_PREFIX):
-                return self._control(method, path, body)
+                return self._control(method, path, _last_values(split.query), body)
             with self._stats_lock:
                 self._requests.append((method, target))
             fault = self._faults.take(path)
@@ -265,7 +269,7 @@ class Simulator:
 
     # -- control endpoints -----------------------------------------------------------------
 
-    def _control(self, method: str, path: str, body: bytes) -> Response:
+    def _control(self, method: str, path: str, query: dict[str, str], body: bytes) -> Response:
         try:
             payload = json.loads(body) if body.strip() else {}
             if not isinstance(payload, dict):
@@ -294,9 +298,23 @@ class Simulator:
                 return json_response(200, {"faults": []})
             if path == "/_sim/stats" and method == "GET":
                 return json_response(200, self._stats())
+            if path == "/_sim/usage" and method == "GET":
+                return json_response(200, self._true_usage(query))
         except (ValueError, TypeError) as error:
             return json_response(400, {"error": str(error)})
         return json_response(404, {"error": f"no control endpoint {method} {path}"})
+
+    def _true_usage(self, query: dict[str, str]) -> dict[str, object]:
+        missing = [name for name in ("start", "end") if not query.get(name)]
+        if missing:
+            raise ValueError(f"give the window as ?start=<ISO 8601>&end=<ISO 8601> (whole UTC "
+                             f"hours); missing: {', '.join(missing)}")
+        start, end = (datetime.fromisoformat(query[name]) for name in ("start", "end"))
+        with self._lock:
+            rows = self._foundation.true_usage(start, end)
+            known_from = self._foundation.start
+        return {"start": _iso(start), "end": _iso(end), "known_from": _iso(known_from),
+                "rows": [row.as_json() for row in rows]}
 
     def _foundation_now(self) -> datetime:
         with self._lock:

@@ -8,10 +8,12 @@ order, which is the API's default (id) order; a replaced record keeps its positi
 import random
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import TypeVar
 
 from billing_dagster.simulator.catalog import Catalog
 from billing_dagster.simulator.event_log import EventLog
+from billing_dagster.simulator.oracle import APP_MEMORY_KIND, UsageHistory
 from billing_dagster.simulator.records import (
     USAGE_EVENT_INSTANCE_TYPES,
     App,
@@ -40,6 +42,11 @@ def new_guid(rng: random.Random) -> str:
     """
     h = f"{(rng.getrandbits(128) & _VERSION_MASK) | _VERSION_BITS:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _epoch(at: str) -> int:
+    """Epoch second of a wire timestamp (``YYYY-MM-DDThh:mm:ssZ``)."""
+    return int(datetime.fromisoformat(at).timestamp())
 
 
 def pick(rng: random.Random, items: Sequence[T]) -> T:
@@ -105,6 +112,42 @@ class FoundationState:
         self.user_provided_instances = IndexedSet()
         self.app_events: EventLog[AppUsageEvent] = EventLog()
         self.service_events: EventLog[ServiceUsageEvent] = EventLog()
+        self.history: UsageHistory | None = None
+        """The oracle's record of what really ran; started by ``start_history``."""
+
+    # -- the oracle's history (what really ran, written from the records, not the events) ---
+
+    def start_history(self, at: str) -> None:
+        """Begin the true history at ``at`` with the state of every resource as it stands."""
+        self.history = UsageHistory(_epoch(at))
+        self.history.now = _epoch(at)
+        for app_guid in self.apps:
+            self._record_app(app_guid, at)
+        for instance in self.service_instances.values():
+            self._record_instance(instance, at, present=True)
+
+    def record_now(self, at: int) -> None:
+        """Virtual time has reached epoch second ``at`` (the history answers up to it)."""
+        if self.history is not None:
+            self.history.now = max(self.history.now, at)
+
+    def _record_app(self, app_guid: str, at: str, gone: bool = False) -> None:
+        if self.history is None:
+            return
+        app = self.apps[app_guid]
+        space = self.spaces[app.space_guid]
+        when = _epoch(at)
+        for process in self.processes_of(app_guid):
+            rate = 0 if gone or app.state != "STARTED" else process.instances * process.memory_in_mb
+            self.history.set("cfapps", process.guid, when, rate, APP_MEMORY_KIND, space.guid,
+                             space.organization_guid)
+
+    def _record_instance(self, instance: ServiceInstance, at: str, *, present: bool) -> None:
+        if self.history is None or instance.type != "managed" or instance.plan_guid is None:
+            return  # user-provided instances are never billed
+        space = self.spaces[instance.space_guid]
+        self.history.set("cfservices", instance.guid, _epoch(at), 1 if present else 0,
+                         instance.plan_guid, space.guid, space.organization_guid)
 
     # -- inventory without events (initial population) -------------------------------------
 
@@ -142,6 +185,7 @@ class FoundationState:
         self.apps[app_guid] = app
         self.stopped_apps.discard(app_guid)
         self.started_apps.add(app_guid)
+        self._record_app(app_guid, at)
         for process in self.processes_of(app_guid):
             self._app_event(new_guid(rng), at, "STARTED", "STOPPED", app, process,
                             process.instances, process.memory_in_mb)
@@ -152,26 +196,32 @@ class FoundationState:
         self.apps[app_guid] = app
         self.started_apps.discard(app_guid)
         self.stopped_apps.add(app_guid)
+        self._record_app(app_guid, at)
         for process in self.processes_of(app_guid):
             self._app_event(new_guid(rng), at, "STOPPED", "STARTED", app, process,
                             process.instances, process.memory_in_mb)
 
     def scale_process(
-        self, process_guid: str, instances: int, memory_in_mb: int, at: str, rng: random.Random
+        self, process_guid: str, instances: int, memory_in_mb: int, at: str, rng: random.Random,
+        stamp: str | None = None,
     ) -> None:
-        """Change a process's size; a started app writes STARTED -> STARTED with both sizes."""
+        """Change a process's size; a started app writes STARTED -> STARTED with both sizes.
+
+        ``stamp`` is the time the event says, when the controller's clock is not ``at``."""
         old = self.processes[process_guid]
         new = replace(old, instances=instances, memory_in_mb=memory_in_mb, updated_at=at,
                       version=new_guid(rng))
         self.processes[process_guid] = new
         app = self.apps[old.app_guid]
+        self._record_app(app.guid, at)
         if app.state == "STARTED":
-            self._app_event(new_guid(rng), at, "STARTED", "STARTED", app, new,
+            self._app_event(new_guid(rng), stamp or at, "STARTED", "STARTED", app, new,
                             old.instances, old.memory_in_mb)
 
     def create_app(self, app: App, processes: list[Process], at: str, rng: random.Random) -> None:
         """Push a new app; if it is created started, its processes write STARTED events."""
         self.add_app(app, processes)
+        self._record_app(app.guid, at)
         if app.state == "STARTED":
             for process in processes:
                 self._app_event(new_guid(rng), at, "STARTED", "STOPPED", app, process,
@@ -181,6 +231,7 @@ class FoundationState:
         """Delete an app; a started one is stopped first (STOPPED events), as CC's hook does."""
         if self.apps[app_guid].state == "STARTED":
             self.stop_app(app_guid, at, rng)
+        self._record_app(app_guid, at, gone=True)
         del self.apps[app_guid]
         self.stopped_apps.discard(app_guid)
         for process_guid in self.app_processes.pop(app_guid):
@@ -192,6 +243,7 @@ class FoundationState:
         self, instance: ServiceInstance, at: str, rng: random.Random
     ) -> None:
         self.add_service_instance(instance)
+        self._record_instance(instance, at, present=True)
         self._service_event(new_guid(rng), at, "CREATED", instance)
 
     def replan_service_instance(
@@ -201,12 +253,14 @@ class FoundationState:
         instance = replace(self.service_instances[instance_guid], plan_guid=plan_guid,
                            updated_at=at, last_operation="update")
         self.service_instances[instance_guid] = instance
+        self._record_instance(instance, at, present=True)
         self._service_event(new_guid(rng), at, "UPDATED", instance)
 
     def delete_service_instance(self, instance_guid: str, at: str, rng: random.Random) -> None:
         instance = self.service_instances.pop(instance_guid)
         self.managed_instances.discard(instance_guid)
         self.user_provided_instances.discard(instance_guid)
+        self._record_instance(instance, at, present=False)
         self._service_event(new_guid(rng), at, "DELETED", instance)
 
     # -- reseeding -------------------------------------------------------------------------
