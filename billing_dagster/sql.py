@@ -23,15 +23,23 @@ _HEADER = re.compile(r"^-- name: (?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 def queries() -> dict[str, str]:
     found: dict[str, str] = {}
     for path in sorted((SQL_DIR / "queries").glob("*.sql")):
-        text = path.read_text()
-        headers = list(_HEADER.finditer(text))
-        for header, following in zip(headers, [*headers[1:], None], strict=True):
-            body = text[header.end(): following.start() if following else len(text)].strip()
-            name = header["name"]
-            if name in found:
-                raise ValueError(f"{path.name}: query {name!r} is defined twice")
-            found[name] = body
+        queries_in(path, found)
     return found
+
+
+def queries_in(path: Path, found: dict[str, str] | None = None) -> dict[str, LiteralString]:
+    """The named queries of one ``.sql`` file (added to ``found``, refusing a second
+    definition of a name)."""
+    found = {} if found is None else found
+    text = path.read_text()
+    headers = list(_HEADER.finditer(text))
+    for header, following in zip(headers, [*headers[1:], None], strict=True):
+        body = text[header.end(): following.start() if following else len(text)].strip()
+        name = header["name"]
+        if name in found:
+            raise ValueError(f"{path.name}: query {name!r} is defined twice")
+        found[name] = body
+    return cast(dict[str, LiteralString], found)
 
 
 def copy_rows(cur: psycopg.Cursor[Any], name: str, rows: Iterable[Sequence[Any]]) -> None:

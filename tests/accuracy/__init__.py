@@ -1,0 +1,1 @@
+"""The accuracy suite: what the project bills, checked against the CF simulator's oracle."""

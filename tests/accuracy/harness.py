@@ -1,0 +1,528 @@
+"""The accuracy suite: a simulated foundation lives through a month while the project runs as
+production runs it, and every billed resource-hour is compared with the simulator's oracle.
+
+Production's rhythm, hour by hour: at minute 1 a landing (a snapshot and the new usage events),
+then the metering (measure and price) of the hour that just ended, through the same functions
+the assets call; one day of it as real Dagster runs of ``landing_job`` and ``metering_job``. On
+top of the simulator's own churn (starts, stops, scaling, crashes and restarts, blue-green
+deploys, apps and instances living a few seconds or none, re-plans, deletes, user-provided
+instances, stopped apps) the scenario scripts what the random churn does not give: the first
+install when CF already holds 31 days of events, an org and a space created mid-month, a
+controller whose clock is behind, event pages of 1, 3 and 5,000, the snapshot before and after
+the events, a landing outage, and a purge of CF's usage events.
+
+Then the month is posted and each customer's posted microcredits per price line are compared
+with the oracle's usage priced and rounded once per line, in plain Python from the catalog
+files; beside it, the error of cloud-gov/billing's method (the snapshot at minute 1 counted as
+the whole hour, amounts truncated per hour) on the same month.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import httpx
+import psycopg
+import yaml
+from psycopg.rows import dict_row
+
+from billing_dagster.catalog import EXAMPLE_CATALOG, load_catalog, read_catalog
+from billing_dagster.cf.client import CloudFoundryClient
+from billing_dagster.database import connect
+from billing_dagster.definitions import defs
+from billing_dagster.jobs import landing_job, metering_job
+from billing_dagster.ledger.posting import post_month
+from billing_dagster.meters import METERS, STREAMS
+from billing_dagster.partitions import hourly_keys_between
+from billing_dagster.pricing.postings import price_window
+from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
+from billing_dagster.simulator import Foundation, Simulator
+from billing_dagster.sql import queries_in
+from billing_dagster.usage.events import land_events
+from billing_dagster.usage.measurements import derive_window
+from billing_dagster.usage.snapshot import land_snapshot, take_snapshot
+
+log = logging.getLogger("accuracy")
+SQL = queries_in(Path(__file__).with_name("comparison.sql"))
+NEW_YORK = ZoneInfo("America/New_York")
+HOUR = timedelta(hours=1)
+CLIENT = ("billing", "billing-secret")
+CUSTOMERS = ("agency-a", "agency-b", "agency-c", "agency-d", "agency-e")
+NEW_ORG = "accuracy-new-org"
+QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A month (or the first ``hours`` of it) of one foundation, and when each fault happens,
+    in hours from the start of the business month."""
+
+    seed: int = 2025
+    apps: int = 2000
+    service_instances: int = 800
+    month: date = date(2025, 5, 1)  # 744 hours in New York
+    hours: int = 744
+    history_days: int = 40  # the foundation lives this long before the month starts
+    install_at: int = 24  # the first landing: CF then holds 31 days of events
+    dagster_hours: tuple[int, int] = (48, 72)  # landed and metered as real Dagster runs
+    outage: tuple[int, int] = (200, 206)  # no landing at these hours' ends
+    purge_at: int = 400  # CF's usage events purged and reseeded at half past this hour
+    skew_at: tuple[int, ...] = (30, 31, 120, 500)
+    new_org_at: int = 90
+    page_sizes: tuple[int, ...] = (5000, 1, 3)  # per_page of event reads, hour by hour
+
+    @property
+    def month_start(self) -> datetime:
+        return datetime.combine(self.month, time(), NEW_YORK).astimezone(UTC)
+
+    @property
+    def end(self) -> datetime:
+        return self.month_start + self.hours * HOUR
+
+    def hour(self, n: int) -> datetime:
+        return self.month_start + n * HOUR
+
+    def scaled(self, hours: int) -> Scenario:
+        """The same scenario compressed into the first ``hours`` of the month."""
+        def at(n: int) -> int:
+            return n * hours // self.hours
+        return Scenario(
+            seed=self.seed, apps=self.apps, service_instances=self.service_instances,
+            month=self.month, hours=hours, history_days=self.history_days,
+            install_at=max(6, at(self.install_at)),
+            dagster_hours=(at(self.dagster_hours[0]), at(self.dagster_hours[0]) + 6),
+            outage=(at(self.outage[0]), at(self.outage[0]) + 6),
+            purge_at=at(self.purge_at),
+            skew_at=tuple(sorted({max(at(h), at(self.install_at) + 1) for h in self.skew_at})),
+            new_org_at=at(self.new_org_at), page_sizes=self.page_sizes)
+
+
+@dataclass
+class StatusRow:
+    meter: str
+    status: str
+    resource_hours: int
+    exact: int
+    differing: int
+    missing: int
+    extra: int
+
+
+@dataclass
+class LineRow:
+    customer: str
+    meter: str
+    kind: str
+    posted: int
+    oracle: int
+    off_in_flagged_hours: int  # the part of posted - oracle that flagged resource-hours explain
+    cloudgov: int
+
+    @property
+    def off(self) -> int:
+        return self.posted - self.oracle
+
+    @property
+    def unexplained(self) -> int:
+        return self.off - self.off_in_flagged_hours
+
+
+@dataclass
+class Report:
+    scenario: Scenario
+    by_status: list[StatusRow]
+    differing_complete: list[dict[str, Any]]
+    flagged: list[dict[str, Any]]
+    lines: list[LineRow]
+    churn: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def complete_differing(self) -> int:
+        return sum(r.differing for r in self.by_status if r.status == "complete")
+
+    @property
+    def lines_off_by_more_than_one(self) -> list[LineRow]:
+        return [line for line in self.lines if abs(line.unexplained) > 1]
+
+    def table(self) -> str:
+        s = self.scenario
+        out = [f"Accuracy against the oracle: {s.hours} hours of business month "
+               f"{s.month:%Y-%m} from {s.month_start:%Y-%m-%d %H:%M} UTC; {s.apps} apps and "
+               f"{s.service_instances} service instances at the start, seed {s.seed}",
+               "churn: " + ", ".join(f"{k} {v}" for k, v in self.churn.items()), "",
+               f"{'meter':<11} {'coverage':<13} {'resource-hours':>14} {'exact':>10} "
+               f"{'differing':>9} {'unit-s missing':>16} {'unit-s extra':>14}"]
+        for r in self.by_status:
+            out.append(f"{r.meter:<11} {r.status:<13} {r.resource_hours:>14,} {r.exact:>10,} "
+                       f"{r.differing:>9,} {r.missing:>16,} {r.extra:>14,}")
+        total = [sum(getattr(r, f) for r in self.by_status)
+                 for f in ("resource_hours", "exact", "differing", "missing", "extra")]
+        out.append(f"{'all':<11} {'':<13} {total[0]:>14,} {total[1]:>10,} {total[2]:>9,} "
+                   f"{total[3]:>16,} {total[4]:>14,}")
+        flagged_by = defaultdict(int)
+        for f in self.flagged:
+            flagged_by[(f["meter"], f["status"])] += 1
+        out += ["", f"Flagged hours (not complete): {len(self.flagged)}"
+                + "".join(f"; {m} {st}: {n}" for (m, st), n in sorted(flagged_by.items()))]
+        for f in self.flagged[:12]:
+            out.append(f"  {f['hour_start']:%Y-%m-%d %H:00} {f['meter']:<10} {f['status']:<9} "
+                       f"uncovered {f['uncovered_seconds']:>4} s, incomplete readings "
+                       f"{f['incomplete_readings']}")
+        if len(self.flagged) > 12:
+            out.append(f"  ... {len(self.flagged) - 12} more")
+        if self.differing_complete:
+            out += ["", "Differing resource-hours in complete hours (must be none):"]
+            out += [f"  {d['hour_start']:%Y-%m-%d %H:00} {d['meter']} {d['resource']} "
+                    f"{d['kind']}: oracle {d['truth']:,}, billed {d['billed']:,}"
+                    for d in self.differing_complete[:20]]
+        out += ["", "Posted microcredits per customer and price line (oracle: its usage priced "
+                "and rounded once per line; cloud-gov/billing: the minute-1 snapshot as the "
+                "whole hour, truncated per resource-hour):",
+                f"{'customer':<10} {'line':<48} {'posted':>16} {'oracle':>16} {'off':>8} "
+                f"{'flagged':>8} {'cloud-gov':>16} {'its off':>12}"]
+        for line in self.lines:
+            if not (line.posted or line.oracle or line.cloudgov):
+                continue  # a free plan
+            out.append(f"{line.customer:<10} {line.meter + ':' + line.kind:<48} "
+                       f"{line.posted:>16,} {line.oracle:>16,} {line.off:>8,} "
+                       f"{line.off_in_flagged_hours:>8,} {line.cloudgov:>16,} "
+                       f"{line.cloudgov - line.oracle:>12,}")
+        posted = sum(line.posted for line in self.lines)
+        oracle = sum(line.oracle for line in self.lines)
+        cloudgov = sum(line.cloudgov for line in self.lines)
+        worst = max((abs(line.unexplained) for line in self.lines), default=0)
+        out += [f"{'all':<10} {len(self.lines):>3} lines{'':<38} {posted:>16,} {oracle:>16,} "
+                f"{posted - oracle:>8,} {'':>8} {cloudgov:>16,} {cloudgov - oracle:>12,}",
+                "",
+                f"Posted vs oracle, outside flagged hours: worst line off by {worst} "
+                f"microcredit(s) (target <= 1); cloud-gov/billing's method off by "
+                f"{sum(abs(line.cloudgov - line.oracle) for line in self.lines):,} microcredits "
+                f"in all ({_share(cloudgov - oracle, oracle)} net)."]
+        return "\n".join(out)
+
+
+def _share(part: int, whole: int) -> str:
+    if not whole:
+        return "n/a"
+    return f"{(Decimal(part * 100) / Decimal(whole)).quantize(Decimal('0.01')):+}%"
+
+
+# -- running the month ---------------------------------------------------------------------
+
+
+def run(database_url: str, scenario: Scenario) -> Report:
+    """Live through the scenario on a fresh, migrated database; compare; return the report."""
+    s = scenario
+    foundation = Foundation(s.seed, s.apps, s.service_instances,
+                            s.month_start - timedelta(days=s.history_days))
+    with Simulator(foundation, client_id=CLIENT[0], client_secret=CLIENT[1]) as sim, \
+            catalog_directory(foundation) as catalog, connect(database_url) as conn:
+        load_catalog(conn, read_catalog(catalog))
+        churn = Production(sim, conn, database_url, s).live()
+        report = compare(sim, conn, s, catalog)
+        report.churn = churn
+    return report
+
+
+class Production:
+    """The project run as production runs it, hour by hour, with the scenario's faults."""
+
+    def __init__(self, sim: Simulator, conn: psycopg.Connection, database_url: str,
+                 scenario: Scenario) -> None:
+        self.sim = sim
+        self.conn = conn
+        self.s = scenario
+        self.database_url = database_url
+        self.measured_to = scenario.month_start  # hours before this are measured
+        self.churn: dict[str, int] = defaultdict(int)
+        self._dagster = _DagsterRuns(sim, database_url)
+
+    def live(self) -> dict[str, int]:
+        s = self.s
+        for n in range(s.install_at, s.hours + 1):
+            hour_end = s.hour(n)  # the landing at minute 1 after it
+            if n > s.install_at:
+                self.script(n - 1)
+            landing_at = hour_end + timedelta(minutes=1)
+            self.sim.advance_to(landing_at)
+            if s.outage[0] <= n < s.outage[1]:
+                self.churn["landings skipped (outage)"] += 1
+                continue
+            if s.dagster_hours[0] <= n < s.dagster_hours[1] and self.measured_to == s.hour(n - 1):
+                self._dagster.land_and_meter(hour_end - HOUR)
+                self.churn["hours as Dagster runs"] += 1
+            else:
+                self.land(n)
+                self.meter(self.measured_to, hour_end)
+            self.measured_to = hour_end
+            if n % 24 == 0:
+                log.info("day %d of %d landed and metered", n // 24, s.hours // 24)
+        self.churn["changes applied"] = self.sim.foundation.changes_applied
+        return dict(self.churn)
+
+    def land(self, n: int) -> None:
+        """The landing job's two steps (foundation_snapshot, usage_events), in either order."""
+        now = self.sim.foundation.now
+        per_page = self.s.page_sizes[n % len(self.s.page_sizes)]
+        steps = [lambda: self._snapshot(now), lambda: self._events(now, per_page)]
+        if n % 2:
+            steps.reverse()
+            self.churn["landings with events before the snapshot"] += 1
+        for step in steps:
+            step()
+
+    def _snapshot(self, now: datetime) -> None:
+        with CloudFoundryClient(self.sim.url, *CLIENT) as client:
+            snapshot = take_snapshot(client, METERS, now)
+        land_snapshot(self.conn, snapshot)
+
+    def _events(self, now: datetime, per_page: int) -> None:
+        with CloudFoundryClient(self.sim.url, *CLIENT, per_page=per_page) as client:
+            for stream in STREAMS:
+                land_events(self.conn, client, stream, now)
+
+    def meter(self, start: datetime, end: datetime) -> None:
+        """The metering job's two steps over [start, end) as one range (one hour normally;
+        the hours before the install, or those an outage left, as one backfill)."""
+        derive_window(self.conn, start, end)
+        price_window(self.conn, start, end)
+
+    def script(self, n: int) -> None:
+        """Changes inside hour ``n`` that the random churn does not make."""
+        s, f = self.s, self.sim.foundation
+        start = s.hour(n)
+        with self.sim.lock:
+            if n in s.skew_at:
+                self._skewed_scale(f, start + timedelta(minutes=20))
+            if n == s.new_org_at:
+                org = f.create_organization(NEW_ORG, start + timedelta(minutes=10))
+                space = f.create_space(org, "dev", start + timedelta(minutes=12))
+                f.create_app(space, start + timedelta(minutes=15), instances=2,
+                             memory_in_mb=512, worker=True)
+                plan = next(p.guid for p in f.service_plans.values() if p.name == "micro-psql")
+                f.create_service_instance(space, plan, start + timedelta(minutes=16))
+                f.create_service_instance(space, None, start + timedelta(minutes=17))
+                self.churn["orgs created mid-month"] += 1
+            if n == s.purge_at:
+                f.advance_to(start + timedelta(minutes=30))
+                f.purge_and_reseed_app_events()
+                f.purge_and_reseed_service_events()
+                self.churn["purges of CF's usage events"] += 1
+
+    def _skewed_scale(self, f: Foundation, at: datetime) -> None:
+        """A process scaled at ``at``, then again 5 s later by a controller whose clock is
+        40 s behind: its event is stamped before the one it follows."""
+        f.advance_to(at)
+        process = next(p for p in f.processes.values()
+                       if f.apps[p.app_guid].state == "STARTED" and p.instances < 4)
+        f.scale_process(process.guid, at, instances=process.instances + 1)
+        f.scale_process(process.guid, at + timedelta(seconds=5),
+                        instances=process.instances + 2, clock_skew_seconds=-40)
+        self.churn["events stamped by a skewed clock"] += 1
+
+
+class _DagsterRuns:
+    """``landing_job`` then ``metering_job`` for one hour, as real Dagster runs of the code
+    location's own job definitions, against the simulator and the suite's database."""
+
+    def __init__(self, sim: Simulator, database_url: str) -> None:
+        self.instance = dg.DagsterInstance.ephemeral()
+        resources = {
+            "db": BillingDatabase(url=database_url),
+            "cf": CloudFoundryApi(api_url=sim.url, client_id=CLIENT[0], client_secret=CLIENT[1]),
+            "clock": Clock(simulator_url=sim.url),
+        }
+        self.defs = dg.Definitions(assets=list(defs.assets or []),
+                                   jobs=[landing_job, metering_job],
+                                   resources=resources)
+
+    def land_and_meter(self, hour: datetime) -> None:
+        landing = self.defs.resolve_job_def("landing_job").execute_in_process(
+            instance=self.instance, run_config=QUIET_RUN)
+        assert landing.success, f"landing run {landing.run_id} failed"
+        (key,) = hourly_keys_between(hour, hour + HOUR)
+        metering = self.defs.resolve_job_def("metering_job").execute_in_process(
+            instance=self.instance, partition_key=key, run_config=QUIET_RUN)
+        assert metering.success, f"metering run {metering.run_id} of {key} failed"
+
+
+# -- the catalog the month is priced with --------------------------------------------------
+
+
+@contextmanager
+def catalog_directory(foundation: Foundation) -> Iterator[Path]:
+    """The example catalog's tiers, kinds and prices, with customers owning every org of the
+    foundation (and the org the scenario creates mid-month), each with an agreement."""
+    directory = Path(tempfile.mkdtemp(prefix="accuracy-catalog-"))
+    try:
+        for name in ("tiers.yaml", "resource_kinds.yaml", "prices.yaml"):
+            shutil.copy(EXAMPLE_CATALOG / name, directory / name)
+        orgs = sorted(o.name for o in foundation.organizations.values()) + [NEW_ORG]
+        owned: dict[str, list[str]] = defaultdict(list)
+        for i, org in enumerate(orgs):
+            owned[CUSTOMERS[i % len(CUSTOMERS)]].append(org)
+        (directory / "customers.yaml").write_text(yaml.safe_dump({"customers": [
+            {"id": c, "name": f"Agency {c[-1].upper()}", "tier": "giga", "orgs": owned[c]}
+            for c in CUSTOMERS]}))
+        (directory / "iaas.yaml").write_text(yaml.safe_dump({"iaas": [
+            {"id": f"IAA-{c.upper()}", "customer": c, "credits": 1_000_000,
+             "pop_start": date(2024, 10, 1), "pop_end": date(2026, 9, 30)}
+            for c in CUSTOMERS]}))
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Price:
+    meter: str
+    kind: str
+    microcredits_per_unit: int
+    unit: int
+    valid_from: datetime
+    valid_to: datetime | None
+
+    def applies(self, hour: datetime) -> bool:
+        return self.valid_from <= hour and (self.valid_to is None or hour < self.valid_to)
+
+
+def read_prices(catalog: Path) -> list[Price]:
+    """The catalog's prices, read here with plain YAML (not with the project's reader)."""
+    kinds = {k["name"]: (k["meter"], k["natural_id"]) for k in
+             yaml.safe_load((catalog / "resource_kinds.yaml").read_text())["resource_kinds"]}
+
+    def moment(value: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value.astimezone(UTC)
+        return datetime.combine(value, time(), NEW_YORK).astimezone(UTC)
+
+    prices = []
+    for p in yaml.safe_load((catalog / "prices.yaml").read_text())["prices"]:
+        meter, kind = kinds[p["kind"]]
+        prices.append(Price(meter, kind, int(p["microcredits_per_unit"]), int(p["unit"]),
+                            moment(p["valid_from"]),
+                            moment(p["valid_to"]) if p.get("valid_to") else None))
+    return prices
+
+
+def read_owners(catalog: Path) -> dict[str, str]:
+    """org name -> customer id, from customers.yaml."""
+    return {org: c["id"] for c in yaml.safe_load((catalog / "customers.yaml").read_text())[
+        "customers"] for org in c["orgs"]}
+
+
+# -- comparing -----------------------------------------------------------------------------
+
+
+def compare(sim: Simulator, conn: psycopg.Connection, s: Scenario, catalog: Path) -> Report:
+    oracle = fetch_oracle(sim.url, s.month_start, s.end)
+    month_key = f"{s.month:%Y-%m}"
+    month_end = datetime.combine(
+        (s.month.replace(day=28) + timedelta(days=4)).replace(day=1), time(),
+        NEW_YORK).astimezone(UTC)
+    post_month(conn, s.month, s.month_start, month_end)
+    window = {"start": s.month_start, "end": s.end, "business_month": s.month}
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(SQL["create_oracle_usage"])
+        copy_rows_sql(cur, SQL["copy_oracle_usage"], oracle)
+        cur.execute(SQL["create_resource_hour_comparison"], window)
+        by_status = [StatusRow(**r) for r in cur.execute(SQL["compare_by_meter_and_status"])]
+        differing = cur.execute(SQL["differing_resource_hours"]).fetchall()
+        flagged = cur.execute(SQL["flagged_hours"], window).fetchall()
+        posted = cur.execute(SQL["posted_lines"], window).fetchall()
+        minute_one = cur.execute(SQL["minute_one_snapshots"], window).fetchall()
+        cur.execute("DROP TABLE oracle_usage, resource_hour_comparison")
+    with sim.lock:
+        org_names = {guid: org.name for guid, org in sim.foundation.organizations.items()}
+    lines = price_lines(posted, oracle, differing, minute_one, read_prices(catalog),
+                        read_owners(catalog), org_names)
+    log.info("compared %d oracle rows for %s", len(oracle), month_key)
+    return Report(s, by_status, [d for d in differing if d["status"] == "complete"],
+                  flagged, lines)
+
+
+def copy_rows_sql(cur: psycopg.Cursor[Any], statement: Any, rows: list[tuple]) -> None:
+    with cur.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def fetch_oracle(url: str, start: datetime, end: datetime) -> list[tuple]:
+    """The oracle's rows for [start, end) over HTTP, a day per request."""
+    rows: list[tuple] = []
+    with httpx.Client(timeout=120) as http:
+        day = start
+        while day < end:
+            upto = min(day + timedelta(days=1), end)
+            response = http.get(url + "/_sim/usage", params={"start": day.isoformat(),
+                                                             "end": upto.isoformat()})
+            response.raise_for_status()
+            rows += [(datetime.fromisoformat(r["hour_start"]), r["meter"], r["resource"],
+                      r["kind"], r["unit_seconds"], r["space_guid"], r["org_guid"])
+                     for r in response.json()["rows"]]
+            day = upto
+    return rows
+
+
+def price_lines(posted: list[dict[str, Any]], oracle: list[tuple],
+                differing: list[dict[str, Any]], minute_one: list[dict[str, Any]],
+                prices: list[Price], owners: dict[str, str],
+                org_names: dict[str, str]) -> list[LineRow]:
+    """Per customer and price line: what was posted, the oracle priced exactly and rounded
+    once (half-even), the part of the difference from flagged resource-hours, and
+    cloud-gov/billing's method (truncated per resource-hour)."""
+    by_kind: dict[tuple[str, str], list[Price]] = defaultdict(list)
+    for p in prices:
+        by_kind[(p.meter, p.kind)].append(p)
+
+    def price(meter: str, kind: str, hour: datetime) -> Price | None:
+        return next((p for p in by_kind.get((meter, kind), []) if p.applies(hour)), None)
+
+    def line_of(meter: str, kind: str, hour: datetime, org_guid: str | None
+                ) -> tuple[tuple, Price] | None:
+        customer = owners.get(org_names.get(org_guid or "", ""))
+        p = price(meter, kind, hour)
+        if customer is None or p is None:
+            return None
+        return (customer, meter, kind, p.microcredits_per_unit, p.unit), p
+
+    exact: dict[tuple, Fraction] = defaultdict(Fraction)
+    for hour, meter, resource, kind, value, _space, org in oracle:
+        found = line_of(meter, kind, hour, org)
+        if found:
+            exact[found[0]] += Fraction(value * found[1].microcredits_per_unit, found[1].unit)
+    flagged: dict[tuple, Fraction] = defaultdict(Fraction)
+    for d in differing:
+        if d["status"] == "complete":
+            continue
+        found = line_of(d["meter"], d["kind"], d["hour_start"], d["org_guid"])
+        if found:
+            flagged[found[0]] += Fraction((d["billed"] - d["truth"])
+                                          * found[1].microcredits_per_unit, found[1].unit)
+    cloudgov: dict[tuple, int] = defaultdict(int)
+    for m in minute_one:
+        found = line_of(m["meter"], m["kind"], m["hour_start"], m["org_guid"])
+        if found:
+            cloudgov[found[0]] += m["value"] * found[1].microcredits_per_unit // found[1].unit
+    posted_by = {(r["customer_id"], r["meter"], r["kind"], r["microcredits_per_unit"],
+                  r["unit"]): int(r["amount"]) for r in posted}
+    rows = []
+    for key in sorted(set(exact) | set(posted_by) | set(cloudgov)):
+        oracle_amount = round(exact.get(key, Fraction(0)))
+        rounded_with_flagged = round(exact.get(key, Fraction(0)) + flagged.get(key, Fraction(0)))
+        rows.append(LineRow(key[0], key[1], key[2], posted_by.get(key, 0), oracle_amount,
+                            rounded_with_flagged - oracle_amount, cloudgov.get(key, 0)))
+    return rows
