@@ -9,6 +9,7 @@ differs from the oracle or a posted line is off by more than one microcredit.
 
 import argparse
 import logging
+import os
 import sys
 import uuid
 
@@ -35,7 +36,6 @@ def main() -> int:
                         service_instances=args.service_instances)
     if args.hours != scenario.hours:
         scenario = scenario.scaled(args.hours)
-    import os
     admin = os.environ.get("BILLING_TEST_ADMIN_URL", LOCAL_ADMIN_URL)
     name = f"billing_accuracy_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:

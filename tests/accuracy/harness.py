@@ -500,7 +500,7 @@ def price_lines(posted: list[dict[str, Any]], oracle: list[tuple],
         return (customer, meter, kind, p.microcredits_per_unit, p.unit), p
 
     exact: dict[tuple, Fraction] = defaultdict(Fraction)
-    for hour, meter, resource, kind, value, _space, org in oracle:
+    for hour, meter, _resource, kind, value, _space, org in oracle:
         found = line_of(meter, kind, hour, org)
         if found:
             exact[found[0]] += Fraction(value * found[1].microcredits_per_unit, found[1].unit)
