@@ -232,3 +232,25 @@ def test_a_48_hour_backfill_in_one_run_equals_48_single_hour_runs(conn, db_url):
     assert conn.execute(select).fetchall() == one_run
     assert len({row[0] for row in one_run}) == 48
     assert foundation.changes_applied > 0
+
+
+def test_an_instance_and_an_app_first_seen_in_events_are_billed_from_their_first_event(
+        conn, quiet_sim):
+    """Created and deleted between two landings: the resources exist only in the events of
+    one page, and their usage must still be measured to the second (the oracle says so)."""
+    land_all(conn, quiet_sim, START + timedelta(minutes=5))
+    foundation = quiet_sim.foundation
+    space = next(iter(foundation.spaces))
+    plan = next(p.guid for p in foundation.service_plans.values() if p.name == "micro-psql")
+    instance = foundation.create_service_instance(space, plan, H10 + timedelta(minutes=10))
+    app = foundation.create_app(space, H10 + timedelta(minutes=20), instances=2,
+                                memory_in_mb=256)
+    foundation.delete_service_instance(instance, H10 + timedelta(minutes=40))
+    foundation.delete_app(app, H10 + timedelta(minutes=50))
+    land_all(conn, quiet_sim, H10 + timedelta(hours=1, minutes=5))
+    derive_window(conn, H10, H10 + timedelta(hours=1))
+    truth = {(r.resource, r.kind): r.unit_seconds
+             for r in foundation.true_usage(H10, H10 + timedelta(hours=1))}
+    assert usage(conn, instance, H10) == {"aws-rds/micro-psql": 30 * 60}
+    assert usage(conn, app, H10) == {"App memory": 2 * 256 * 30 * 60}
+    assert truth[(instance, plan)] == 30 * 60 and truth[(app, "app-memory")] == 2 * 256 * 1800

@@ -60,7 +60,8 @@ class EventStream:
     row: Callable[[int, dict[str, Any]], tuple]
     copy: str
     land: str
-    observe: str
+    ensure: str  # creates the resources (and kinds) first seen in the page
+    observe: str  # then turns the page's new events into observations of them
 
     @property
     def path(self) -> str:

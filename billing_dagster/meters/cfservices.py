@@ -37,7 +37,7 @@ class CfServicesMeter:
     name = "cfservices"
     events: EventStream | None = EventStream("service_usage_events", "cfservices", _event_row,
                          "copy_stage_service_event", "land_service_events",
-                         "service_event_observations")
+                         "ensure_event_plans_and_instances", "service_event_observations")
 
     def snapshot(self, cf: CloudFoundryClient) -> MeterSnapshot:
         kinds: list[ObservedKind] = []

@@ -155,6 +155,7 @@ def _land_page(conn: psycopg.Connection, stream: EventStream, events: list[dict[
         ids = {"reading_id": reading["id"], "taken_at": covered_to}
         landed = cur.execute(query(stream.land), ids).fetchone()
         cur.execute(query("ensure_event_orgs_and_spaces"), ids)
+        cur.execute(query(stream.ensure), ids)
         cur.execute(query(stream.observe), ids)
         stats["observations"] += cur.rowcount
         if after is not None:  # no event old enough yet, and no cursor: the next read rebases

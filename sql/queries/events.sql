@@ -78,20 +78,22 @@ ON CONFLICT (guid) DO UPDATE
    SET name = coalesce(sp.name, EXCLUDED.name), org_guid = coalesce(sp.org_guid, EXCLUDED.org_guid)
  WHERE sp.name IS NULL OR sp.org_guid IS NULL;
 
+-- name: ensure_event_processes
+-- Processes first seen in events become resources. A statement of its own: the observations
+-- that join to these rows are inserted by the next statement, which sees them (a later CTE of
+-- the same statement would not).
+INSERT INTO billing.resource (meter, natural_id, name, space_guid, details, first_seen_at)
+SELECT DISTINCT ON (process_guid) 'cfapps', process_guid, app_name || '/' || process_type,
+       space_guid, jsonb_build_object('app_guid', app_guid, 'process_type', process_type),
+       created_at
+  FROM stage_app_event
+ WHERE process_guid IS NOT NULL AND state IN ('STARTED', 'STOPPED')
+ ORDER BY process_guid, pos
+ON CONFLICT (meter, natural_id) DO NOTHING;
+
 -- name: app_event_observations
--- Processes first seen in events become resources; each new STARTED/STOPPED event of this
--- reading becomes an observation.
-WITH processes AS (
-    INSERT INTO billing.resource (meter, natural_id, name, space_guid, details, first_seen_at)
-    SELECT DISTINCT ON (process_guid) 'cfapps', process_guid, app_name || '/' || process_type,
-           space_guid, jsonb_build_object('app_guid', app_guid, 'process_type', process_type),
-           created_at
-      FROM stage_app_event
-     WHERE process_guid IS NOT NULL AND state IN ('STARTED', 'STOPPED')
-     ORDER BY process_guid, pos
-    ON CONFLICT (meter, natural_id) DO NOTHING
-),
-mapped AS (
+-- Each new STARTED/STOPPED event of this reading becomes an observation of its process.
+WITH mapped AS (
     SELECT r.id AS resource_id, s.pos, s.created_at, s.process_guid,
            CASE WHEN s.state = 'STARTED' THEN s.instance_count::bigint * s.memory_in_mb
                 ELSE 0 END AS rate
@@ -132,10 +134,9 @@ WITH new_events AS (
 )
 SELECT count(*) AS new_events FROM new_events;
 
--- name: service_event_observations
--- Plans and managed instances first seen in events become kinds and resources; each new event
--- of a managed instance becomes an observation: CREATED/UPDATED present on the event's plan,
--- DELETED gone. User-provided instances have no plan and are not billed.
+-- name: ensure_event_plans_and_instances
+-- Plans and managed instances first seen in events become kinds and resources (neither part
+-- reads the other's rows). A statement of its own, before the observations that join to them.
 WITH kinds AS (
     INSERT INTO billing.resource_kind AS k (meter, natural_id, name, details, first_seen_at)
     SELECT DISTINCT ON (service_plan_guid) 'cfservices', service_plan_guid,
@@ -147,17 +148,19 @@ WITH kinds AS (
      WHERE service_instance_type = 'managed_service_instance' AND service_plan_guid IS NOT NULL
      ORDER BY service_plan_guid, pos
     ON CONFLICT (meter, natural_id) DO UPDATE SET name = EXCLUDED.name WHERE k.name IS NULL
-),
-instances AS (
-    INSERT INTO billing.resource (meter, natural_id, name, space_guid, details, first_seen_at)
-    SELECT DISTINCT ON (service_instance_guid) 'cfservices', service_instance_guid,
-           service_instance_name, space_guid, '{}'::jsonb, created_at
-      FROM stage_service_event
-     WHERE service_instance_type = 'managed_service_instance'
-     ORDER BY service_instance_guid, pos
-    ON CONFLICT (meter, natural_id) DO NOTHING
-),
-mapped AS (
+)
+INSERT INTO billing.resource (meter, natural_id, name, space_guid, details, first_seen_at)
+SELECT DISTINCT ON (service_instance_guid) 'cfservices', service_instance_guid,
+       service_instance_name, space_guid, '{}'::jsonb, created_at
+  FROM stage_service_event
+ WHERE service_instance_type = 'managed_service_instance'
+ ORDER BY service_instance_guid, pos
+ON CONFLICT (meter, natural_id) DO NOTHING;
+
+-- name: service_event_observations
+-- Each new event of a managed instance becomes an observation: CREATED/UPDATED present on the
+-- event's plan, DELETED gone. User-provided instances have no plan and are not billed.
+WITH mapped AS (
     SELECT r.id AS resource_id, s.pos, s.created_at, s.service_instance_guid,
            s.service_plan_guid, CASE WHEN s.state = 'DELETED' THEN 0 ELSE 1 END AS rate
       FROM stage_service_event s
