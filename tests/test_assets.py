@@ -70,11 +70,13 @@ def test_a_failed_meter_is_partial_and_the_next_snapshot_completes_it(simulator,
                             "ORDER BY taken_at, meter").fetchall()
     assert readings == [("cfapps", "complete", True), ("cfservices", "failed", False),
                         ("cfapps", "complete", True), ("cfservices", "complete", True)]
-    # hour 09 of cfservices: unknown until the completing reading at 09:30, and said so
+    # hour 09: snapshots only (no usage events landed), so nothing is known at its start and
+    # nothing proves what changed between the snapshots; cfservices' failed reading is counted
     derive(resources, hourly_keys_between(SIM_START, SIM_START + timedelta(hours=1)))
-    coverage = conn.execute("SELECT meter, status, uncovered_seconds, incomplete_readings "
-                            "FROM billing.hour_coverage ORDER BY meter").fetchall()
-    assert coverage == [("cfapps", "gap", 60, 0), ("cfservices", "gap", 1800, 1)]
+    coverage = conn.execute("SELECT meter, status, uncovered_seconds, incomplete_readings, "
+                            "reason FROM billing.hour_coverage ORDER BY meter").fetchall()
+    assert coverage == [("cfapps", "gap", 3600, 0, "no usage events landed"),
+                        ("cfservices", "gap", 3600, 1, "no usage events landed")]
 
 
 def test_every_meter_failing_fails_the_run_but_records_the_readings(simulator, resources, conn):

@@ -115,7 +115,10 @@ def test_pages_read_twice_land_once(conn, quiet_sim):
     quiet_sim.foundation.start_app(app.guid, H10 + timedelta(minutes=20))
     land_all(conn, quiet_sim, H10 + timedelta(minutes=30))
     counts = "SELECT (SELECT count(*) FROM billing.app_usage_event), " \
-             "(SELECT count(*) FROM billing.observation)"
+             "(SELECT count(*) FROM billing.observation o JOIN billing.reading r " \
+             " ON r.id = o.reading_id WHERE r.source = 'snapshot'), " \
+             "(SELECT count(*) FROM billing.observation o JOIN billing.reading r " \
+             " ON r.id = o.reading_id WHERE r.source = 'events')"
     before = conn.execute(counts).fetchone()
     conn.execute("DELETE FROM billing.event_cursor")  # forget where we were: read all again
     conn.commit()
@@ -126,6 +129,7 @@ def test_pages_read_twice_land_once(conn, quiet_sim):
     assert after is not None and before is not None
     assert after[0] == before[0]
     assert after[1] - before[1] == len(quiet_sim.foundation.processes)  # the new base snapshot
+    assert after[2] == before[2]  # no event observed twice
 
 
 def test_events_out_of_order_in_a_page_follow_api_order(conn, quiet_sim):

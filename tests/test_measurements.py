@@ -55,9 +55,14 @@ def test_a_resource_running_all_hour_measures_its_rate_times_3600(conn):
     derived = derive_window(conn, H10, H10 + timedelta(hours=1))
     assert measurements(conn, H10) == {("a", "app-memory"): 512 * 3600,
                                        ("s", "plan-small"): 3600}
-    assert derived.flagged == []
     assert {t.meter: t.unit_seconds for t in derived.totals} == {"cfapps": 512 * 3600,
                                                                  "cfservices": 3600}
+    # two snapshots agree, but nothing proves that nothing changed between them: without
+    # usage events the hour is carried from the snapshot, not called complete
+    assert [(f.meter, f.status, f.basis, f.uncovered_seconds, f.reason)
+            for f in derived.flagged] == [
+        ("cfapps", "carried", "snapshot", 3600, "no usage events landed"),
+        ("cfservices", "carried", "snapshot", 3600, "no usage events landed")]
 
 
 def test_changes_inside_the_hour_split_it_at_the_observation(conn):
@@ -83,18 +88,19 @@ def test_an_hour_with_no_reading_before_it_is_a_gap_not_zero(conn):
     nine = by_hour[(H10 - timedelta(hours=1), "cfapps")]
     ten = by_hour[(H10, "cfapps")]
     assert (nine.status, nine.uncovered_seconds) == ("gap", 3600)
-    assert (ten.status, ten.uncovered_seconds) == ("gap", 15 * 60)
+    assert (ten.status, ten.uncovered_seconds, ten.basis) == ("gap", 3600, None)
     # what was observed is kept: 45 minutes of hour 10, nothing claimed for hour 9
     assert measurements(conn, H10 - timedelta(hours=1)) == {}
     assert measurements(conn, H10) == {("a", "app-memory"): 100 * 45 * 60}
 
 
-def test_an_hour_carried_from_an_old_reading_is_flagged(conn):
+def test_hours_known_only_from_an_older_snapshot_are_carried_however_recent_it_is(conn):
     land(conn, H10 - timedelta(hours=5), apps=[app("a", 64)], services=[])
     derived = derive_window(conn, H10 - timedelta(hours=3), H10 + timedelta(hours=1))
-    statuses = {f.hour_start: f.status for f in derived.flagged if f.meter == "cfapps"}
-    # readings are 2h, 3h, 4h, 5h old at the starts of hours 7..10: the bound is 3 hours
-    assert statuses == {H10 - timedelta(hours=1): "carried", H10: "carried"}
+    statuses = {f.hour_start: (f.status, f.state_from) for f in derived.flagged
+                if f.meter == "cfapps"}
+    assert statuses == {H10 - timedelta(hours=n): ("carried", H10 - timedelta(hours=5))
+                        for n in range(4)}
     assert measurements(conn, H10 - timedelta(hours=3), 4) == {("a", "app-memory"): 64 * 4 * 3600}
 
 
@@ -125,7 +131,7 @@ def test_a_partial_snapshot_keeps_what_it_read_and_the_next_one_completes_it(con
     assert measurements(conn, H10) == {("a", "app-memory"): 100 * 3600,
                                        ("b", "app-memory"): 200 * 40 * 60}
     flagged = [(f.meter, f.status, f.incomplete_readings) for f in derived.flagged]
-    assert flagged == [("cfapps", "complete", 1)]
+    assert flagged == [("cfapps", "carried", 1), ("cfservices", "carried", 0)]
     statuses = conn.execute("SELECT status FROM billing.reading WHERE meter = 'cfapps' "
                             "ORDER BY taken_at").fetchall()
     assert [s for (s,) in statuses] == ["complete", "partial", "complete"]
@@ -176,18 +182,33 @@ def test_a_window_off_the_hour_is_refused():
         check_window(H10 + timedelta(minutes=30), H10 + timedelta(hours=1))
 
 
+def covered_by_events(conn, meter: str, start: datetime, end: datetime) -> None:
+    """Record that usage events were landed covering [start, end) with no change of ``meter``
+    in it (what an events page with no event of that meter says)."""
+    conn.execute("INSERT INTO billing.reading (meter, source, taken_at, status, covers) "
+                 "VALUES (%s, 'events', %s, 'complete', tstzrange(%s, %s))",
+                 (meter, end, start, end))
+    conn.commit()
+
+
 def test_flagged_hours_are_interpolated_only_when_asked_and_marked(conn):
     land(conn, H10 - timedelta(hours=1, minutes=1), apps=[app("a", 100)])  # 08:59
     land(conn, H10 + timedelta(hours=4, minutes=1), apps=[app("a", 300)])  # 14:01
+    covered_by_events(conn, "cfapps", H10 - timedelta(hours=1, minutes=1), H10 + timedelta(hours=2))
+    covered_by_events(conn, "cfapps", H10 + timedelta(hours=4, minutes=30),
+                      H10 + timedelta(hours=6))
     window = (H10 - timedelta(hours=1), H10 + timedelta(hours=6))  # 09:00 .. 16:00
     as_measured = derive_window(conn, *window)
-    assert [(f.hour_start.hour, f.status) for f in as_measured.flagged
-            if f.meter == "cfapps"] == [(12, "carried"), (13, "carried"), (14, "carried")]
+    assert [(f.hour_start.hour, f.status, f.uncovered_seconds) for f in as_measured.flagged
+            if f.meter == "cfapps"] == [(12, "carried", 3600), (13, "carried", 3600),
+                                        (14, "carried", 1800)]
     filled = derive_window(conn, *window, interpolate=True)
+    # 14:00 is half known from events: only the wholly unknown hours are estimated
     assert [(f.hour_start.hour, f.status) for f in filled.flagged if f.meter == "cfapps"] == [
-        (12, "interpolated"), (13, "interpolated"), (14, "interpolated")]
+        (12, "interpolated"), (13, "interpolated"), (14, "carried")]
     rows = conn.execute("SELECT extract(hour FROM hour_start)::int, value, interpolated "
                         "FROM billing.hourly_measurement ORDER BY hour_start").fetchall()
+    # the mean of 11:00 and 15:00, the nearest complete hours
     assert rows == [(9, 100 * 3600, False), (10, 100 * 3600, False), (11, 100 * 3600, False),
-                    (12, 200 * 3600, True), (13, 200 * 3600, True), (14, 200 * 3600, True),
-                    (15, 300 * 3600, False)]
+                    (12, 200 * 3600, True), (13, 200 * 3600, True),
+                    (14, 100 * 60 + 300 * 59 * 60, False), (15, 300 * 3600, False)]

@@ -62,6 +62,7 @@ class EventStream:
     land: str
     ensure: str  # creates the resources (and kinds) first seen in the page
     observe: str  # then turns the page's new events into observations of them
+    rebuild: str  # the state at the oldest retained event, after a rebasing read
 
     @property
     def path(self) -> str:

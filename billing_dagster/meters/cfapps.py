@@ -31,7 +31,7 @@ class CfAppsMeter:
     name = "cfapps"
     events: EventStream | None = EventStream(
         "app_usage_events", "cfapps", _event_row, "copy_stage_app_event", "land_app_events",
-        "ensure_event_processes", "app_event_observations")
+        "ensure_event_processes", "app_event_observations", "rebuild_app_history")
 
     def snapshot(self, cf: CloudFoundryClient) -> MeterSnapshot:
         try:

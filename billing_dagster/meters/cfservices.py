@@ -37,7 +37,8 @@ class CfServicesMeter:
     name = "cfservices"
     events: EventStream | None = EventStream("service_usage_events", "cfservices", _event_row,
                          "copy_stage_service_event", "land_service_events",
-                         "ensure_event_plans_and_instances", "service_event_observations")
+                         "ensure_event_plans_and_instances", "service_event_observations",
+                         "rebuild_service_history")
 
     def snapshot(self, cf: CloudFoundryClient) -> MeterSnapshot:
         kinds: list[ObservedKind] = []

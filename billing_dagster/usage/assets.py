@@ -104,11 +104,10 @@ def _events_metadata(landed: list[LandedEvents]) -> dict[str, Any]:
 
 
 class MeasurementConfig(dg.Config):
-    carry_bound_hours: int = 3
-    """An hour whose state comes from a reading older than this is flagged as carried."""
     interpolate_flagged_hours: bool = False
-    """Fill gap and carried hours that have complete hours on both sides with the mean of
-    those neighbours, marked as interpolated (only when the billing team asks for it)."""
+    """Fill hours that are wholly unknown (gap or carried, no second covered by usage events)
+    and have complete hours on both sides with the mean of those neighbours, marked as
+    interpolated (only when the billing team asks for it)."""
 
 
 @dg.asset(
@@ -119,7 +118,8 @@ class MeasurementConfig(dg.Config):
     deps=[foundation_snapshot, usage_events],
     check_specs=[dg.AssetCheckSpec(
         "hours_complete", asset="hourly_measurements",
-        description="Every hour of every meter is covered by a recent complete reading.")],
+        description="Every hour of every meter is determined by what was landed: usage events "
+                    "cover all of it and no resource's usage in it is uncertain.")],
 )
 def hourly_measurements(
     context: dg.AssetExecutionContext, db: BillingDatabase, config: MeasurementConfig
@@ -127,15 +127,17 @@ def hourly_measurements(
     """Usage of one resource (an app process or a service instance) of one resource kind in
     one UTC hour, in unit-seconds: MiB-seconds of app memory, instance-seconds of a service
     plan. Derived only from landed observations: the state at the hour's start carried forward
-    and changed at each observation inside it. Hours with no reading before them are flagged
-    as gaps (never zero), hours carried from an old reading as carried. A range of hours is
-    derived in one run and one transaction."""
+    and changed at each observation inside it. An hour is complete when usage events cover all
+    of it; otherwise it is flagged (never zero): uncertain (a resource's timing or plan is not
+    known exactly), carried (seconds with no events, the last known state carried) or a gap
+    (nothing known at its start), with the seconds and the reason. A range of hours is derived
+    in one run and one transaction."""
     start, end = utc_window(context.partition_time_window)
     with db.connect() as conn:
-        derived = derive_window(conn, start, end, timedelta(hours=config.carry_bound_hours),
-                                interpolate=config.interpolate_flagged_hours)
+        derived = derive_window(conn, start, end, interpolate=config.interpolate_flagged_hours)
     context.log.info(f"derived {derived.hours} hours from {start.isoformat()}: {derived.rows} "
-                     f"rows, {len(derived.gaps)} gap and {len(derived.carried)} carried hours")
+                     f"rows, {len(derived.gaps)} gap, {len(derived.carried)} carried and "
+                     f"{len(derived.uncertain)} uncertain hours")
     return dg.MaterializeResult(
         metadata=_window_metadata(derived),
         check_results=[dg.AssetCheckResult(
@@ -165,6 +167,7 @@ def _window_metadata(derived: DerivedWindow) -> dict[str, Any]:
         "rows": derived.rows,
         "gap_hours": len(derived.gaps),
         "carried_hours": len(derived.carried),
+        "uncertain_hours": len(derived.uncertain),
         "interpolated_hours": len(derived.interpolated),
     }
     for totals in derived.totals:
@@ -178,12 +181,14 @@ def _window_metadata(derived: DerivedWindow) -> dict[str, Any]:
 def _flagged_table(derived: DerivedWindow, limit: int = 50) -> str:
     if not derived.flagged:
         return "every hour complete"
-    lines = ["| hour (UTC) | meter | status | state from | uncovered s | incomplete readings |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| hour (UTC) | meter | status | basis | uncovered s | uncertain resources "
+             "(resource-s) | incomplete readings | why |",
+             "|---|---|---|---|---|---|---|---|"]
     for f in derived.flagged[:limit]:
-        state_from = f.state_from.isoformat() if f.state_from else "none"
-        lines.append(f"| {f.hour_start.isoformat()} | {f.meter} | {f.status} | {state_from} "
-                     f"| {f.uncovered_seconds} | {f.incomplete_readings} |")
+        lines.append(f"| {f.hour_start.isoformat()} | {f.meter} | {f.status} "
+                     f"| {f.basis or 'none'} | {f.uncovered_seconds} "
+                     f"| {f.uncertain_resources} ({f.uncertain_resource_seconds}) "
+                     f"| {f.incomplete_readings} | {f.reason or ''} |")
     if len(derived.flagged) > limit:
         lines.append(f"\n{len(derived.flagged) - limit} more not shown")
     return "\n".join(lines)

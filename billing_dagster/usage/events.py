@@ -81,13 +81,18 @@ def land_events(conn: psycopg.Connection, cf: CloudFoundryClient, stream: EventS
         after = (cursor["after_guid"], cursor["after_created_at"])
 
     stats = {"pages": 0, "read": 0, "new": 0, "observations": 0}
+    oldest: datetime | None = None  # the oldest event CF served in a rebasing read
     page = next(pages, None)
     while page is not None:
         following = next(pages, None)
-        covered_from, after = _land_page(conn, stream, page.resources, covered_from, horizon,
-                                         last=following is None, run_id=run_id, stats=stats,
-                                         after=after)
+        covered_from, after, page_oldest = _land_page(
+            conn, stream, page.resources, covered_from, horizon, last=following is None,
+            run_id=run_id, stats=stats, after=after, hold_cursor=rebased_at is not None)
+        if page_oldest is not None and (oldest is None or page_oldest < oldest):
+            oldest = page_oldest
         page = following
+    if rebased_at is not None:
+        _rebuild_history(conn, stream, oldest, rebased_at, after, covered_from, run_id)
     log.info("%s: %d pages, %d events read, %d new, %d observations; covered to %s",
              stream.name, stats["pages"], stats["read"], stats["new"], stats["observations"],
              covered_from)
@@ -124,12 +129,40 @@ def _record_lost(conn: psycopg.Connection, stream: EventStream, cursor: dict[str
         cur.execute(query("reset_event_cursor"), {"stream": stream.name})
 
 
+def _rebuild_history(conn: psycopg.Connection, stream: EventStream, oldest: datetime | None,
+                     base_at: datetime, after: tuple[str, datetime] | None,
+                     covered_to: datetime, run_id: str | None) -> None:
+    """After a rebasing read (the first, or after a purge): the state at the oldest event CF
+    still held, rebuilt from those events and the base snapshot, so that every hour from
+    there on is known exactly; then the cursor, in the same transaction. Until this commits
+    the stream has no cursor, so a read that fails half way rebases again next time."""
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        if oldest is not None and oldest < base_at:
+            params: dict[str, Any] = {"meter": stream.meter, "oldest": oldest,
+                                      "base_at": base_at, "run_id": run_id}
+            reading = cur.execute(query("insert_history_reading"), params).fetchone()
+            assert reading is not None
+            params["reading_id"] = reading["id"]
+            if stream.meter == "cfservices":
+                cur.execute(query("ensure_unknown_plan_kind"), params)
+            cur.execute(query(stream.rebuild), params)
+            log.info("%s: history rebuilt from %s (the oldest event CF held) to the base "
+                     "snapshot at %s: %d resources", stream.name, oldest.isoformat(),
+                     base_at.isoformat(), cur.rowcount)
+        if after is not None:
+            cur.execute(query("set_event_cursor"), {
+                "stream": stream.name, "after_guid": after[0], "after_created_at": after[1],
+                "covered_to": covered_to})
+
+
 def _land_page(conn: psycopg.Connection, stream: EventStream, events: list[dict[str, Any]],
                covered_from: datetime, horizon: datetime, *, last: bool, run_id: str | None,
-               stats: dict[str, int], after: tuple[str, datetime] | None
-               ) -> tuple[datetime, tuple[str, datetime] | None]:
-    """Land one page and move the cursor, in one transaction; return the new covered-to and
-    cursor position (guid and time of the last event old enough to read after)."""
+               stats: dict[str, int], after: tuple[str, datetime] | None,
+               hold_cursor: bool = False,
+               ) -> tuple[datetime, tuple[str, datetime] | None, datetime | None]:
+    """Land one page and move the cursor (unless ``hold_cursor``), in one transaction; return
+    the new covered-to, the cursor position (guid and time of the last event old enough to
+    read after) and the oldest event time of the page."""
     try:
         rows = [stream.row(pos, event) for pos, event in enumerate(events)]
     except (KeyError, TypeError) as exc:
@@ -158,11 +191,12 @@ def _land_page(conn: psycopg.Connection, stream: EventStream, events: list[dict[
         cur.execute(query(stream.ensure), ids)
         cur.execute(query(stream.observe), ids)
         stats["observations"] += cur.rowcount
-        if after is not None:  # no event old enough yet, and no cursor: the next read rebases
+        # no event old enough yet, and no cursor: the next read rebases
+        if after is not None and not hold_cursor:
             cur.execute(query("set_event_cursor"), {
                 "stream": stream.name, "after_guid": after[0], "after_created_at": after[1],
                 "covered_to": covered_to})
     stats["pages"] += 1
     stats["read"] += len(rows)
     stats["new"] += landed["new_events"] if landed else 0
-    return covered_to, after
+    return covered_to, after, min(times, default=None)

@@ -7,14 +7,12 @@ window, runs it, and summarises the result for logs and the Dagster UI.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg.rows import dict_row
 
 from billing_dagster.sql import query
-
-DEFAULT_CARRY_BOUND = timedelta(hours=3)
 
 
 @dataclass(frozen=True)
@@ -28,12 +26,19 @@ class MeterTotals:
 
 @dataclass(frozen=True)
 class FlaggedHour:
+    """An hour of one meter that the landed data does not determine exactly (or one with
+    partial or failed readings in it)."""
+
     hour_start: datetime
     meter: str
-    status: str  # gap, carried, or complete with incomplete readings
-    state_from: datetime | None
-    uncovered_seconds: int
+    status: str  # gap, carried, uncertain, interpolated, or complete with incomplete readings
+    basis: str | None  # events, both (events on a base snapshot), snapshot
+    state_from: datetime | None  # the newest complete snapshot at or before the hour's start
+    uncovered_seconds: int  # seconds of the hour no usage events cover
+    uncertain_resources: int
+    uncertain_resource_seconds: int
     incomplete_readings: int
+    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,10 @@ class DerivedWindow:
         return [f for f in self.flagged if f.status == "carried"]
 
     @property
+    def uncertain(self) -> list[FlaggedHour]:
+        return [f for f in self.flagged if f.status == "uncertain"]
+
+    @property
     def interpolated(self) -> list[FlaggedHour]:
         return [f for f in self.flagged if f.status == "interpolated"]
 
@@ -74,19 +83,18 @@ def check_window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
-def derive_window(conn: psycopg.Connection, start: datetime, end: datetime,
-                  carry_bound: timedelta = DEFAULT_CARRY_BOUND, *,
+def derive_window(conn: psycopg.Connection, start: datetime, end: datetime, *,
                   interpolate: bool = False) -> DerivedWindow:
     """Replace the measurements and coverage flags of [start, end) in one transaction.
 
     Re-running a window converges to the same rows; concurrent runs of overlapping windows
     serialise on a transaction-level advisory lock instead of interleaving their writes.
-    With ``interpolate``, flagged hours that have a complete hour on both sides are filled
-    with the mean of those neighbours and marked interpolated (only when asked: it is an
-    estimate, not a measurement).
+    With ``interpolate``, hours that are wholly unknown (no second covered by usage events)
+    and have a complete hour on both sides are filled with the mean of those neighbours and
+    marked interpolated (only when asked: it is an estimate, not a measurement).
     """
     start, end = check_window(start, end)
-    window = {"window_start": start, "window_end": end, "carry_bound": carry_bound}
+    window = {"window_start": start, "window_end": end}
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('billing.hourly_measurement'))")
         cur.execute(query("delete_measurements"), window)

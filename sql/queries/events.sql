@@ -110,6 +110,14 @@ timed AS (
             SELECT max(e.created_at) AS created_at FROM billing.app_usage_event e
              WHERE e.process_guid = m.process_guid AND e.reading_id <> %(reading_id)s
       ) earlier ON true
+),
+skewed AS (
+    INSERT INTO billing.uncertain_usage (meter, resource_id, during, reason, reading_id)
+    SELECT 'cfapps', resource_id,
+           tstzrange(created_at, observed_at + (observed_at - created_at)),
+           'an event stamped before the event it follows (a controller''s clock): its time '
+           || 'is known only to within the disagreement', %(reading_id)s
+      FROM timed WHERE observed_at > created_at
 )
 INSERT INTO billing.observation (resource_id, observed_at, reading_id, resource_kind_id, rate)
 SELECT t.resource_id, t.observed_at, %(reading_id)s, k.id, t.rate
@@ -179,6 +187,14 @@ timed AS (
              WHERE e.service_instance_guid = m.service_instance_guid
                AND e.reading_id <> %(reading_id)s
       ) earlier ON true
+),
+skewed AS (
+    INSERT INTO billing.uncertain_usage (meter, resource_id, during, reason, reading_id)
+    SELECT 'cfservices', resource_id,
+           tstzrange(created_at, observed_at + (observed_at - created_at)),
+           'an event stamped before the event it follows (a controller''s clock): its time '
+           || 'is known only to within the disagreement', %(reading_id)s
+      FROM timed WHERE observed_at > created_at
 )
 INSERT INTO billing.observation (resource_id, observed_at, reading_id, resource_kind_id, rate)
 SELECT t.resource_id, t.observed_at, %(reading_id)s, k.id, t.rate
@@ -186,6 +202,141 @@ SELECT t.resource_id, t.observed_at, %(reading_id)s, k.id, t.rate
   JOIN billing.resource_kind k
     ON k.meter = 'cfservices' AND k.natural_id = coalesce(t.service_plan_guid, 'no-plan')
  ORDER BY t.pos;
+
+-- name: insert_history_reading
+-- The state rebuilt at the oldest retained event of a stream: every change from there to the
+-- base snapshot is landed, so that span is covered.
+INSERT INTO billing.reading
+       (meter, source, taken_at, status, resources, error, dagster_run_id, covers)
+VALUES (%(meter)s, 'history', %(oldest)s, 'complete', 0, NULL, %(run_id)s,
+        tstzrange(%(oldest)s, %(base_at)s))
+RETURNING id;
+
+-- name: rebuild_app_history
+-- The state of every process at the oldest retained app event (%(oldest)s), as observations
+-- of the history reading: a process with a retained event after that instant was in its first
+-- such event's previous state (previous instances x previous memory if it was STARTED); one
+-- with none kept what the base snapshot read; one we believed running that neither shows had
+-- stopped. A process whose first retained event is at that very instant needs nothing: its
+-- event says its state from there on.
+WITH first_event AS (
+    SELECT DISTINCT ON (e.process_guid) e.process_guid, e.created_at, e.previous_state,
+           e.previous_instance_count, e.previous_memory_in_mb
+      FROM billing.app_usage_event e
+     WHERE e.created_at >= %(oldest)s AND e.process_guid IS NOT NULL
+       AND e.state IN ('STARTED', 'STOPPED')
+     ORDER BY e.process_guid, e.landed_seq
+),
+with_events AS (
+    SELECT r.id AS resource_id, f.created_at,
+           CASE WHEN f.previous_state = 'STARTED'
+                THEN f.previous_instance_count::bigint * f.previous_memory_in_mb
+                ELSE 0 END AS rate
+      FROM first_event f
+      JOIN billing.resource r ON r.meter = 'cfapps' AND r.natural_id = f.process_guid
+),
+base AS (
+    SELECT o.resource_id, o.rate
+      FROM billing.observation o
+     WHERE o.reading_id = (SELECT max(id) FROM billing.reading
+                            WHERE meter = 'cfapps' AND source = 'snapshot'
+                              AND status = 'complete' AND taken_at = %(base_at)s)
+),
+believed AS (
+    SELECT r.id AS resource_id, last.rate
+      FROM billing.resource r
+     CROSS JOIN LATERAL (
+            SELECT o.rate FROM billing.observation o
+             WHERE o.resource_id = r.id AND o.observed_at <= %(oldest)s
+             ORDER BY o.observed_at DESC, o.seq DESC LIMIT 1) last
+     WHERE r.meter = 'cfapps' AND last.rate > 0
+),
+state AS (
+    SELECT resource_id, rate FROM with_events WHERE created_at > %(oldest)s
+    UNION ALL
+    SELECT b.resource_id, b.rate FROM base b
+     WHERE NOT EXISTS (SELECT 1 FROM with_events w WHERE w.resource_id = b.resource_id)
+    UNION ALL
+    SELECT v.resource_id, 0 FROM believed v
+     WHERE NOT EXISTS (SELECT 1 FROM with_events w WHERE w.resource_id = v.resource_id)
+       AND NOT EXISTS (SELECT 1 FROM base b WHERE b.resource_id = v.resource_id)
+)
+INSERT INTO billing.observation (resource_id, observed_at, reading_id, resource_kind_id, rate)
+SELECT s.resource_id, %(oldest)s, %(reading_id)s, k.id, s.rate
+  FROM state s
+  JOIN billing.resource_kind k ON k.meter = 'cfapps' AND k.natural_id = 'app-memory';
+
+-- name: ensure_unknown_plan_kind
+-- The kind of an instance's usage while its plan is not known (before its first retained
+-- re-plan): a stub without a name, so it is flagged and held, never priced as another plan.
+INSERT INTO billing.resource_kind (meter, natural_id, name, details, first_seen_at)
+VALUES ('cfservices', 'unknown-plan', NULL,
+        '{"why": "the plan an instance had before its first retained re-plan event"}',
+        %(oldest)s)
+ON CONFLICT (meter, natural_id) DO NOTHING;
+
+-- name: rebuild_service_history
+-- The state of every managed instance at the oldest retained service event (%(oldest)s): one
+-- whose first retained event after that instant is CREATED did not exist yet; DELETED, it was
+-- present on that event's plan; UPDATED, it was present on a plan no retained event names
+-- (kind unknown-plan, and its usage until that event is recorded as uncertain). One with no
+-- retained event kept what the base snapshot read; one we believed present that neither
+-- shows was gone.
+WITH first_event AS (
+    SELECT DISTINCT ON (e.service_instance_guid) e.service_instance_guid, e.created_at,
+           e.state, e.service_plan_guid
+      FROM billing.service_usage_event e
+     WHERE e.created_at >= %(oldest)s
+       AND e.service_instance_type = 'managed_service_instance'
+     ORDER BY e.service_instance_guid, e.landed_seq
+),
+with_events AS (
+    SELECT r.id AS resource_id, f.created_at, f.state,
+           CASE WHEN f.state = 'CREATED' THEN 0 ELSE 1 END AS rate,
+           CASE WHEN f.state = 'UPDATED' THEN 'unknown-plan'
+                ELSE coalesce(f.service_plan_guid, 'no-plan') END AS kind
+      FROM first_event f
+      JOIN billing.resource r
+        ON r.meter = 'cfservices' AND r.natural_id = f.service_instance_guid
+),
+base AS (
+    SELECT o.resource_id, o.rate, o.resource_kind_id
+      FROM billing.observation o
+     WHERE o.reading_id = (SELECT max(id) FROM billing.reading
+                            WHERE meter = 'cfservices' AND source = 'snapshot'
+                              AND status = 'complete' AND taken_at = %(base_at)s)
+),
+believed AS (
+    SELECT r.id AS resource_id, last.resource_kind_id
+      FROM billing.resource r
+     CROSS JOIN LATERAL (
+            SELECT o.rate, o.resource_kind_id FROM billing.observation o
+             WHERE o.resource_id = r.id AND o.observed_at <= %(oldest)s
+             ORDER BY o.observed_at DESC, o.seq DESC LIMIT 1) last
+     WHERE r.meter = 'cfservices' AND last.rate > 0
+),
+uncertain AS (
+    INSERT INTO billing.uncertain_usage (meter, resource_id, during, reason, reading_id)
+    SELECT 'cfservices', resource_id, tstzrange(%(oldest)s, created_at),
+           'plan unknown before the first retained re-plan of an instance older than CF''s '
+           || 'retained usage events', %(reading_id)s
+      FROM with_events WHERE state = 'UPDATED' AND created_at > %(oldest)s
+),
+state AS (
+    SELECT w.resource_id, w.rate, k.id AS resource_kind_id
+      FROM with_events w
+      JOIN billing.resource_kind k ON k.meter = 'cfservices' AND k.natural_id = w.kind
+     WHERE w.created_at > %(oldest)s
+    UNION ALL
+    SELECT b.resource_id, b.rate, b.resource_kind_id FROM base b
+     WHERE NOT EXISTS (SELECT 1 FROM with_events w WHERE w.resource_id = b.resource_id)
+    UNION ALL
+    SELECT v.resource_id, 0, v.resource_kind_id FROM believed v
+     WHERE NOT EXISTS (SELECT 1 FROM with_events w WHERE w.resource_id = v.resource_id)
+       AND NOT EXISTS (SELECT 1 FROM base b WHERE b.resource_id = v.resource_id)
+)
+INSERT INTO billing.observation (resource_id, observed_at, reading_id, resource_kind_id, rate)
+SELECT resource_id, %(oldest)s, %(reading_id)s, resource_kind_id, rate FROM state;
 
 -- name: get_event_cursor
 -- Where a stream's incremental read stands.

@@ -52,50 +52,73 @@ DELETE FROM billing.hour_coverage
  WHERE hour_start >= %(window_start)s AND hour_start < %(window_end)s;
 
 -- name: derive_coverage
--- For each hour and meter: 'complete' when usage events cover the whole hour (every change
--- known, on top of a base snapshot); otherwise from snapshots: the newest complete snapshot at
--- or before the hour's start (none: a gap, with the seconds before the first complete snapshot
--- inside the hour unknown; older than the bound: carried). Partial or failed readings inside
--- the hour are counted in every case.
+-- For each hour and meter, what the landed data determines. Usage events cover a span when
+-- every change in it is landed (pages of events on top of a base snapshot, or the history
+-- rebuilt from CF's retained events): an hour they cover entirely, with no resource uncertain
+-- in it, is 'complete'; covered but with uncertain resources, 'uncertain'. Seconds not covered
+-- are 'carried' from the last known state, or a 'gap' when nothing is known at the hour's start
+-- (a snapshot alone never proves that nothing changed after it). Partial or failed readings
+-- inside the hour are counted in every case.
 INSERT INTO billing.hour_coverage
-       (hour_start, meter, status, state_from, uncovered_seconds, incomplete_readings)
+       (hour_start, meter, status, basis, state_from, uncovered_seconds, uncertain_resources,
+        uncertain_resource_seconds, incomplete_readings, reason)
 WITH hours AS (
-    SELECT h AS hour_start, h + interval '1 hour' AS hour_end
+    SELECT h AS hour_start, h + interval '1 hour' AS hour_end,
+           tstzrange(h, h + interval '1 hour') AS span
       FROM generate_series(%(window_start)s::timestamptz,
                            %(window_end)s::timestamptz - interval '1 hour',
                            interval '1 hour') AS h
 ),
 event_coverage AS (
-    SELECT meter, range_agg(covers) AS covered
+    SELECT meter, range_agg(covers) AS covered,
+           range_agg(covers) FILTER (WHERE source = 'history') AS rebuilt
       FROM billing.reading
-     WHERE source = 'events' AND status = 'complete' AND covers IS NOT NULL
+     WHERE source IN ('events', 'history') AND status = 'complete' AND covers IS NOT NULL
      GROUP BY meter
 ),
 known AS (
     SELECT h.hour_start, h.hour_end, m.name AS meter,
-           coalesce(ec.covered @> tstzrange(h.hour_start, h.hour_end), false) AS by_events,
+           coalesce((SELECT sum(extract(epoch FROM upper(part) - lower(part)))
+                       FROM unnest(ec.covered * tstzmultirange(h.span)) AS part), 0)::integer
+               AS covered_seconds,
+           coalesce(ec.rebuilt @> h.span, false) AS rebuilt,
+           lower(ec.covered) AS covered_from, upper(ec.covered) AS covered_to,
            (SELECT max(taken_at) FROM billing.reading r
              WHERE r.meter = m.name AND r.source = 'snapshot' AND r.status = 'complete'
                AND r.taken_at <= h.hour_start) AS state_from,
-           (SELECT min(taken_at) FROM billing.reading r
-             WHERE r.meter = m.name AND r.source = 'snapshot' AND r.status = 'complete'
-               AND r.taken_at > h.hour_start AND r.taken_at < h.hour_end) AS first_inside,
            (SELECT count(*) FROM billing.reading r
              WHERE r.meter = m.name AND r.status <> 'complete'
-               AND r.taken_at >= h.hour_start AND r.taken_at < h.hour_end) AS incomplete
+               AND r.taken_at >= h.hour_start AND r.taken_at < h.hour_end) AS incomplete,
+           uu.resources, uu.resource_seconds, uu.reasons
       FROM hours h
      CROSS JOIN billing.meter m
       LEFT JOIN event_coverage ec ON ec.meter = m.name
+     CROSS JOIN LATERAL (
+            SELECT count(DISTINCT u.resource_id)::integer AS resources,
+                   coalesce(sum(extract(epoch FROM upper(u.during * h.span)
+                                                 - lower(u.during * h.span))), 0)::bigint
+                       AS resource_seconds,
+                   string_agg(DISTINCT u.reason, '; ' ORDER BY u.reason) AS reasons
+              FROM billing.uncertain_usage u
+             WHERE u.meter = m.name AND u.during && h.span) uu
 )
 SELECT hour_start, meter,
-       CASE WHEN by_events THEN 'complete'
-            WHEN state_from IS NULL THEN 'gap'
-            WHEN hour_start - state_from > %(carry_bound)s::interval THEN 'carried'
-            ELSE 'complete' END,
-       state_from,
-       CASE WHEN by_events OR state_from IS NOT NULL THEN 0
-            ELSE extract(epoch FROM coalesce(first_inside, hour_end) - hour_start)::integer END,
-       incomplete
+       CASE WHEN covered_seconds = 3600 AND resources = 0 THEN 'complete'
+            WHEN covered_seconds = 3600 THEN 'uncertain'
+            WHEN state_from IS NULL AND (covered_from IS NULL OR covered_from > hour_start)
+                THEN 'gap'
+            ELSE 'carried' END,
+       CASE WHEN covered_seconds = 3600 AND rebuilt THEN 'events'
+            WHEN covered_seconds > 0 THEN 'both'
+            WHEN state_from IS NOT NULL THEN 'snapshot' END,
+       state_from, 3600 - covered_seconds, resources, resource_seconds, incomplete,
+       CASE WHEN covered_seconds = 3600 THEN reasons
+            WHEN covered_to IS NULL THEN 'no usage events landed'
+            WHEN hour_end > covered_to THEN 'usage events not landed to the end of the hour yet'
+            WHEN hour_start < covered_from
+                THEN 'before the oldest usage event CF still held when landing began'
+            ELSE 'usage events missing: CF no longer had them when they were read (cursor '
+                 'purged); the state is carried from the last known one' END
   FROM known;
 
 -- name: window_summary
@@ -119,7 +142,8 @@ SELECT m.name AS meter,
 
 -- name: window_coverage
 -- The hours of a window that are not complete, for the hours-complete check.
-SELECT hour_start, meter, status, state_from, uncovered_seconds, incomplete_readings
+SELECT hour_start, meter, status, basis, state_from, uncovered_seconds, uncertain_resources,
+       uncertain_resource_seconds, incomplete_readings, reason
   FROM billing.hour_coverage
  WHERE hour_start >= %(window_start)s AND hour_start < %(window_end)s
    AND (status <> 'complete' OR incomplete_readings > 0)
@@ -131,8 +155,9 @@ SELECT count(*) AS rows FROM billing.hourly_measurement
  WHERE hour_start >= %(window_start)s AND hour_start < %(window_end)s;
 
 -- name: find_interpolable_hours
--- The window's flagged hours (gap or carried) that have a complete hour of the same meter on
--- both sides, with those two neighbours (a temporary table for the two statements below).
+-- The window's hours that are really unknown (gap or carried, not one of their seconds covered
+-- by usage events) and have a complete hour of the same meter on both sides, with those two
+-- neighbours (a temporary table for the two statements below).
 CREATE TEMP TABLE interpolable ON COMMIT DROP AS
 SELECT * FROM (
     SELECT c.hour_start, c.meter,
@@ -144,7 +169,7 @@ SELECT * FROM (
                AS after_hour
       FROM billing.hour_coverage c
      WHERE c.hour_start >= %(window_start)s AND c.hour_start < %(window_end)s
-       AND c.status IN ('gap', 'carried')
+       AND c.status IN ('gap', 'carried') AND c.uncovered_seconds = 3600
 ) AS flagged
  WHERE before_hour IS NOT NULL AND after_hour IS NOT NULL;
 

@@ -99,14 +99,15 @@ class Scenario:
         """The same scenario compressed into the first ``hours`` of the month."""
         def at(n: int) -> int:
             return n * hours // self.hours
+        install = max(6, at(self.install_at))
         return Scenario(
             seed=self.seed, apps=self.apps, service_instances=self.service_instances,
             month=self.month, hours=hours, history_days=self.history_days,
-            install_at=max(6, at(self.install_at)),
+            install_at=install,
             dagster_hours=(at(self.dagster_hours[0]), at(self.dagster_hours[0]) + 6),
             outage=(at(self.outage[0]), at(self.outage[0]) + 6),
             purge_at=at(self.purge_at),
-            skew_at=tuple(sorted({max(at(h), at(self.install_at) + 1) for h in self.skew_at})),
+            skew_at=tuple(sorted({max(at(h), install + 1) for h in self.skew_at})),
             new_org_at=at(self.new_org_at), page_sizes=self.page_sizes)
 
 
