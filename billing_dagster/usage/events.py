@@ -56,7 +56,9 @@ def land_events(conn: psycopg.Connection, cf: CloudFoundryClient, stream: EventS
     purged = None
     rebased_at = None
     pages: Iterator[Page] = iter(())
-    if cursor is not None:
+    if cursor is not None and cursor["after_guid"] is None:  # nothing to read after yet
+        pages = cf.pages(stream.path)
+    elif cursor is not None:
         try:
             pages = cf.pages(stream.path, {"after_guid": cursor["after_guid"]})
             first = list(islice(pages, 1))  # a purged cursor shows on the first request
@@ -78,7 +80,8 @@ def land_events(conn: psycopg.Connection, cf: CloudFoundryClient, stream: EventS
         covered_from, after = rebased_at, None
     else:
         covered_from = cursor["covered_to"]
-        after = (cursor["after_guid"], cursor["after_created_at"])
+        after = ((cursor["after_guid"], cursor["after_created_at"])
+                 if cursor["after_guid"] is not None else None)
 
     stats = {"pages": 0, "read": 0, "new": 0, "observations": 0}
     oldest: datetime | None = None  # the oldest event CF served in a rebasing read
@@ -149,10 +152,15 @@ def _rebuild_history(conn: psycopg.Connection, stream: EventStream, oldest: date
             log.info("%s: history rebuilt from %s (the oldest event CF held) to the base "
                      "snapshot at %s: %d resources", stream.name, oldest.isoformat(),
                      base_at.isoformat(), cur.rowcount)
-        if after is not None:
-            cur.execute(query("set_event_cursor"), {
-                "stream": stream.name, "after_guid": after[0], "after_created_at": after[1],
-                "covered_to": covered_to})
+        _set_cursor(cur, stream, after, covered_to)
+
+
+def _set_cursor(cur: psycopg.Cursor[Any], stream: EventStream,
+                after: tuple[str, datetime] | None, covered_to: datetime) -> None:
+    """Where the next read starts (no guid: from the oldest event) and what is covered."""
+    cur.execute(query("set_event_cursor"), {
+        "stream": stream.name, "after_guid": after[0] if after else None,
+        "after_created_at": after[1] if after else None, "covered_to": covered_to})
 
 
 def _land_page(conn: psycopg.Connection, stream: EventStream, events: list[dict[str, Any]],
@@ -191,11 +199,8 @@ def _land_page(conn: psycopg.Connection, stream: EventStream, events: list[dict[
         cur.execute(query(stream.ensure), ids)
         cur.execute(query(stream.observe), ids)
         stats["observations"] += cur.rowcount
-        # no event old enough yet, and no cursor: the next read rebases
-        if after is not None and not hold_cursor:
-            cur.execute(query("set_event_cursor"), {
-                "stream": stream.name, "after_guid": after[0], "after_created_at": after[1],
-                "covered_to": covered_to})
+        if not hold_cursor:
+            _set_cursor(cur, stream, after, covered_to)
     stats["pages"] += 1
     stats["read"] += len(rows)
     stats["new"] += landed["new_events"] if landed else 0

@@ -34,3 +34,9 @@ ALTER TABLE billing.hour_coverage
     ADD COLUMN uncertain_resources integer NOT NULL DEFAULT 0,
     ADD COLUMN uncertain_resource_seconds bigint NOT NULL DEFAULT 0,
     ADD COLUMN reason text;
+
+-- A stream whose read found no event old enough to read after still knows up to when it is
+-- covered: its cursor then has no guid, and the next read starts from the oldest event.
+ALTER TABLE billing.event_cursor
+    ALTER COLUMN after_guid DROP NOT NULL,
+    ALTER COLUMN after_created_at DROP NOT NULL;
