@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install run dev test lint bench stop clean
+.PHONY: install run dev test lint bench accuracy stop clean
 
 install: $(STAMP)
 
@@ -23,7 +23,10 @@ dev: install  ## the same set-up, then the Dagster UI on http://localhost:3000
 test: install  ## lint, every test on the local PostgreSQL 15, then again on the embedded 18
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
-	BILLING_TEST_DATABASE=embedded $(BIN)/python -m pytest -m "not embedded"
+	BILLING_TEST_DATABASE=embedded $(BIN)/python -m pytest -m "not embedded and not accuracy"
+
+accuracy: install  ## a month of a 2,000-app foundation checked against the simulator's oracle
+	$(BIN)/python -m tests.accuracy
 
 lint: install
 	$(BIN)/ruff check .
