@@ -6,7 +6,9 @@ read twice lands once (events are keyed by guid). The cursor only moves past eve
 ``lag``: CF may commit an event after a later one is visible, so recent events are read again.
 
 Coverage: the changes of a meter are known from the base snapshot on (a complete snapshot taken
-when a stream has no cursor, or when CF purged the cursor's event) up to the newest page read.
+when a stream has no cursor, or when CF purged the cursor's event) up to the newest page read,
+and, once such a rebasing read has landed every event CF still held, back to the oldest of them:
+the state there is rebuilt from those events and the base snapshot (``rebuild_*_history``).
 """
 
 from __future__ import annotations
