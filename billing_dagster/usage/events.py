@@ -150,6 +150,7 @@ def _rebuild_history(conn: psycopg.Connection, stream: EventStream, oldest: date
             params["reading_id"] = reading["id"]
             if stream.meter == "cfservices":
                 cur.execute(query("ensure_unknown_plan_kind"), params)
+            cur.execute(query("stage_rebuild_known"), params)
             cur.execute(query(stream.rebuild), params)
             log.info("%s: history rebuilt from %s (the oldest event CF held) to the base "
                      "snapshot at %s: %d resources", stream.name, oldest.isoformat(),

@@ -212,13 +212,36 @@ VALUES (%(meter)s, 'history', %(oldest)s, 'complete', 0, NULL, %(run_id)s,
         tstzrange(%(oldest)s, %(base_at)s))
 RETURNING id;
 
+-- name: stage_rebuild_known
+-- What is known of a meter's resources without their retained events, for the rebuild below:
+-- the state the base snapshot read, and, for a resource we believed in use at the oldest
+-- retained event that the snapshot does not list, nothing (it had stopped or gone). Dropped at
+-- the end of the rebuild's transaction.
+CREATE TEMP TABLE rebuild_known ON COMMIT DROP AS
+WITH base AS (
+    SELECT o.resource_id, o.rate, o.resource_kind_id
+      FROM billing.observation o
+     WHERE o.reading_id = (SELECT max(id) FROM billing.reading
+                            WHERE meter = %(meter)s AND source = 'snapshot'
+                              AND status = 'complete' AND taken_at = %(base_at)s)
+)
+SELECT resource_id, rate, resource_kind_id FROM base
+UNION ALL
+SELECT r.id, 0, last.resource_kind_id
+  FROM billing.resource r
+ CROSS JOIN LATERAL (
+        SELECT o.rate, o.resource_kind_id FROM billing.observation o
+         WHERE o.resource_id = r.id AND o.observed_at <= %(oldest)s
+         ORDER BY o.observed_at DESC, o.seq DESC LIMIT 1) last
+ WHERE r.meter = %(meter)s AND last.rate > 0
+   AND NOT EXISTS (SELECT 1 FROM base b WHERE b.resource_id = r.id);
+
 -- name: rebuild_app_history
 -- The state of every process at the oldest retained app event (%(oldest)s), as observations
 -- of the history reading: a process with a retained event after that instant was in its first
 -- such event's previous state (previous instances x previous memory if it was STARTED); one
--- with none kept what the base snapshot read; one we believed running that neither shows had
--- stopped. A process whose first retained event is at that very instant needs nothing: its
--- event says its state from there on.
+-- with none is as rebuild_known says. A process whose first retained event is at that very
+-- instant needs nothing: its event says its state from there on.
 WITH first_event AS (
     SELECT DISTINCT ON (e.process_guid) e.process_guid, e.created_at, e.previous_state,
            e.previous_instance_count, e.previous_memory_in_mb
@@ -235,31 +258,11 @@ with_events AS (
       FROM first_event f
       JOIN billing.resource r ON r.meter = 'cfapps' AND r.natural_id = f.process_guid
 ),
-base AS (
-    SELECT o.resource_id, o.rate
-      FROM billing.observation o
-     WHERE o.reading_id = (SELECT max(id) FROM billing.reading
-                            WHERE meter = 'cfapps' AND source = 'snapshot'
-                              AND status = 'complete' AND taken_at = %(base_at)s)
-),
-believed AS (
-    SELECT r.id AS resource_id, last.rate
-      FROM billing.resource r
-     CROSS JOIN LATERAL (
-            SELECT o.rate FROM billing.observation o
-             WHERE o.resource_id = r.id AND o.observed_at <= %(oldest)s
-             ORDER BY o.observed_at DESC, o.seq DESC LIMIT 1) last
-     WHERE r.meter = 'cfapps' AND last.rate > 0
-),
 state AS (
     SELECT resource_id, rate FROM with_events WHERE created_at > %(oldest)s
     UNION ALL
-    SELECT b.resource_id, b.rate FROM base b
-     WHERE NOT EXISTS (SELECT 1 FROM with_events w WHERE w.resource_id = b.resource_id)
-    UNION ALL
-    SELECT v.resource_id, 0 FROM believed v
-     WHERE NOT EXISTS (SELECT 1 FROM with_events w WHERE w.resource_id = v.resource_id)
-       AND NOT EXISTS (SELECT 1 FROM base b WHERE b.resource_id = v.resource_id)
+    SELECT k.resource_id, k.rate FROM rebuild_known k
+     WHERE NOT EXISTS (SELECT 1 FROM with_events w WHERE w.resource_id = k.resource_id)
 )
 INSERT INTO billing.observation (resource_id, observed_at, reading_id, resource_kind_id, rate)
 SELECT s.resource_id, %(oldest)s, %(reading_id)s, k.id, s.rate
@@ -280,8 +283,7 @@ ON CONFLICT (meter, natural_id) DO NOTHING;
 -- whose first retained event after that instant is CREATED did not exist yet; DELETED, it was
 -- present on that event's plan; UPDATED, it was present on a plan no retained event names
 -- (kind unknown-plan, and its usage until that event is recorded as uncertain). One with no
--- retained event kept what the base snapshot read; one we believed present that neither
--- shows was gone.
+-- retained event is as rebuild_known says.
 WITH first_event AS (
     SELECT DISTINCT ON (e.service_instance_guid) e.service_instance_guid, e.created_at,
            e.state, e.service_plan_guid
@@ -299,22 +301,6 @@ with_events AS (
       JOIN billing.resource r
         ON r.meter = 'cfservices' AND r.natural_id = f.service_instance_guid
 ),
-base AS (
-    SELECT o.resource_id, o.rate, o.resource_kind_id
-      FROM billing.observation o
-     WHERE o.reading_id = (SELECT max(id) FROM billing.reading
-                            WHERE meter = 'cfservices' AND source = 'snapshot'
-                              AND status = 'complete' AND taken_at = %(base_at)s)
-),
-believed AS (
-    SELECT r.id AS resource_id, last.resource_kind_id
-      FROM billing.resource r
-     CROSS JOIN LATERAL (
-            SELECT o.rate, o.resource_kind_id FROM billing.observation o
-             WHERE o.resource_id = r.id AND o.observed_at <= %(oldest)s
-             ORDER BY o.observed_at DESC, o.seq DESC LIMIT 1) last
-     WHERE r.meter = 'cfservices' AND last.rate > 0
-),
 uncertain AS (
     INSERT INTO billing.uncertain_usage (meter, resource_id, during, reason, reading_id)
     SELECT 'cfservices', resource_id, tstzrange(%(oldest)s, created_at),
@@ -328,12 +314,8 @@ state AS (
       JOIN billing.resource_kind k ON k.meter = 'cfservices' AND k.natural_id = w.kind
      WHERE w.created_at > %(oldest)s
     UNION ALL
-    SELECT b.resource_id, b.rate, b.resource_kind_id FROM base b
-     WHERE NOT EXISTS (SELECT 1 FROM with_events w WHERE w.resource_id = b.resource_id)
-    UNION ALL
-    SELECT v.resource_id, 0, v.resource_kind_id FROM believed v
-     WHERE NOT EXISTS (SELECT 1 FROM with_events w WHERE w.resource_id = v.resource_id)
-       AND NOT EXISTS (SELECT 1 FROM base b WHERE b.resource_id = v.resource_id)
+    SELECT k.resource_id, k.rate, k.resource_kind_id FROM rebuild_known k
+     WHERE NOT EXISTS (SELECT 1 FROM with_events w WHERE w.resource_id = k.resource_id)
 )
 INSERT INTO billing.observation (resource_id, observed_at, reading_id, resource_kind_id, rate)
 SELECT resource_id, %(oldest)s, %(reading_id)s, resource_kind_id, rate FROM state;
