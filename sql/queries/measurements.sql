@@ -43,7 +43,7 @@ SELECT h.hour_start, s.resource_id, s.resource_kind_id,
                                         - greatest(s.seg_start, h.hour_start)))::bigint
   FROM segments s
   JOIN hours h ON s.seg_start < h.hour_end AND s.seg_end > h.hour_start
- WHERE s.rate > 0
+ WHERE s.rate > 0 AND s.seg_end > s.seg_start  -- a state that held for no time used nothing
  GROUP BY h.hour_start, s.resource_id, s.resource_kind_id;
 
 -- name: delete_coverage
