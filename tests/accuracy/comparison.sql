@@ -60,7 +60,8 @@ SELECT hour_start, meter, resource, kind, truth, billed, status, org_guid
 
 -- name: flagged_hours
 -- The hours the project did not call complete, with what it says of them.
-SELECT hour_start, meter, status, uncovered_seconds, incomplete_readings
+SELECT hour_start, meter, status, uncovered_seconds, uncertain_resources,
+       uncertain_resource_seconds, incomplete_readings, reason
   FROM billing.hour_coverage
  WHERE hour_start >= %(start)s AND hour_start < %(end)s AND status <> 'complete'
  ORDER BY hour_start, meter;

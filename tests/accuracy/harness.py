@@ -180,8 +180,9 @@ class Report:
                 + "".join(f"; {m} {st}: {n}" for (m, st), n in sorted(flagged_by.items()))]
         for f in self.flagged[:12]:
             out.append(f"  {f['hour_start']:%Y-%m-%d %H:00} {f['meter']:<10} {f['status']:<9} "
-                       f"uncovered {f['uncovered_seconds']:>4} s, incomplete readings "
-                       f"{f['incomplete_readings']}")
+                       f"uncovered {f['uncovered_seconds']:>4} s, uncertain "
+                       f"{f['uncertain_resources']} resources "
+                       f"({f['uncertain_resource_seconds']} resource-s): {f['reason']}")
         if len(self.flagged) > 12:
             out.append(f"  ... {len(self.flagged) - 12} more")
         if self.differing_complete:
