@@ -108,6 +108,29 @@ def test_a_slow_reply_times_out_and_is_retried(simulator):
     assert len(organizations.resources) == len(simulator.foundation.organizations)
 
 
+def test_a_next_link_back_to_a_page_already_read_is_an_error_not_a_loop(simulator):
+    # Found by the fault campaign: the client followed such a link for as long as the server
+    # sent it, and a list read whole (list_all) held that page's resources twice.
+    simulator.inject_fault("repeat_next", count=1, path_prefix="/v3/apps", skip=1)
+    with cf_client(simulator, per_page=5) as client, \
+            pytest.raises(CfApiError, match="links to a page already read") as raised:
+        client.list_all("/v3/apps")
+    assert "page=2" in str(raised.value)
+
+
+def test_a_plan_record_without_its_guid_leaves_the_instances_counted(simulator):
+    # Found by the fault campaign: the KeyError escaped the meter, and the whole cfservices
+    # reading failed with every instance dropped from it.
+    simulator.inject_fault("drop_guid", count=1, path_prefix="/v3/service_plans")
+    with cf_client(simulator) as client:
+        reading = CfServicesMeter().snapshot(client)
+    managed = {i.guid for i in simulator.foundation.service_instances.values()
+               if i.type == "managed"}
+    assert reading.complete
+    assert {r.natural_id for r in reading.resources} == managed
+    assert reading.error is not None and "no valid field 'guid'" in reading.error
+
+
 def test_user_provided_service_instances_are_not_metered(simulator):
     instances = simulator.foundation.service_instances.values()
     managed = {i.guid for i in instances if i.type == "managed"}

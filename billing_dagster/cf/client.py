@@ -161,12 +161,19 @@ class CloudFoundryClient:
         url: str | None = self.api_url + path
         query: Mapping[str, str | int] | None = {"per_page": self._per_page, **(params or {})}
         seen = 0
+        followed: set[str] = set()
         while url is not None:
             document = self._send("GET", url, params=query)
             page = _parse_page(document, url)
             seen += len(page.resources)
             log.debug("GET %s: %d resources (%d so far)", url, len(page.resources), seen)
             yield page
+            followed.add(url)
+            if page.next_url in followed:  # a paging bug: following it would never end
+                raise CfApiError(
+                    f"GET {url}: pagination.next links to a page already read "
+                    f"({page.next_url}), so the list would never end. Nothing from this read "
+                    "was treated as complete; the next run reads it again.", url=url)
             url, query = page.next_url, None  # the next href already carries every parameter
 
     def list_all(self, path: str, params: Mapping[str, str | int] | None = None) -> Page:
@@ -203,8 +210,9 @@ class CloudFoundryClient:
                                                                self._retry.backoff(attempt))
             if attempt >= self._retry.max_attempts:
                 raise CfApiError(
-                    f"{method} {url} failed {attempt} times, last: {failure.reason}. Nothing from "
-                    "this read was treated as usage; the next run retries it.", url=url)
+                    f"{method} {url} failed {attempt} times, last: {failure.reason.rstrip('.')}. "
+                    "Nothing from this read was treated as usage; the next run retries it.",
+                    url=url)
             wait = min(failure.wait, self._retry.max_wait_seconds)
             log.warning("%s %s: %s; retry %d/%d in %.1fs", method, url, failure.reason,
                         attempt, self._retry.max_attempts - 1, wait)

@@ -49,6 +49,12 @@ class CfServicesMeter:
         except CfApiError as exc:  # usage still counts; the plans become stub kinds
             plan_error = f"service plans not read, plan names unknown: {exc}"
             log.warning("cfservices: %s", plan_error)
+        except (KeyError, TypeError, ValueError) as exc:  # the same: one bad plan record
+            missing = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            plan_error = (f"service plans not used, plan names unknown: a record of "
+                          f"/v3/service_plans has no valid field {missing!r}; instances still "
+                          "count, on stub plans until a later read names them")
+            log.warning("cfservices: %s", plan_error)
 
         observed: list[ObservedResource] = []
         ignored: dict[str, int] = {}

@@ -7,7 +7,12 @@ Kinds:
 - ``500``, ``502``, ``503``: a server error with a v3 error body;
 - ``slow``: the reply is delayed by ``delay_seconds``, then served normally;
 - ``truncate``: the normal reply with its body cut in half (Content-Length matches the cut);
-- ``malformed``: status 200, JSON content type, a body that is not JSON.
+- ``malformed``: status 200, JSON content type, a body that is not JSON;
+- ``drop_guid``: valid JSON whose last listed resource has no ``guid``;
+- ``401``: CF-InvalidAuthToken, as CF answers a token that expired during a read;
+- ``repeat_next``: a list page whose ``pagination.next`` links back to the page itself.
+
+A fault may let ``skip`` matching requests through first, so it can hit the middle of a read.
 """
 
 import json
@@ -18,8 +23,9 @@ from dataclasses import asdict, dataclass
 from billing_dagster.simulator.responses import Response, cf_error_body, dump_json
 
 FAULT_KINDS: tuple[str, ...] = ("429", "500", "502", "503", "slow", "truncate", "malformed",
-                                "drop_guid")
-ERROR_KINDS = frozenset({"429", "500", "502", "503"})
+                                "drop_guid", "401", "repeat_next")
+ERROR_KINDS = frozenset({"429", "500", "502", "503", "401"})
+CORRUPTING_KINDS = frozenset({"truncate", "malformed", "drop_guid", "repeat_next"})
 MALFORMED_BODY = b"<html><body><h1>502 Bad Gateway</h1>upstream reset</body></html>"
 
 
@@ -29,12 +35,13 @@ class Fault:
     path_prefix: str = "/v3/"
     retry_after: int = 1
     delay_seconds: float = 2.0
+    skip: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; use one of {FAULT_KINDS}")
-        if self.retry_after < 0 or self.delay_seconds < 0:
-            raise ValueError("retry_after and delay_seconds must be >= 0")
+        if self.retry_after < 0 or self.delay_seconds < 0 or self.skip < 0:
+            raise ValueError("retry_after, delay_seconds and skip must be >= 0")
 
 
 class FaultQueue:
@@ -43,18 +50,22 @@ class FaultQueue:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: list[tuple[Fault, int]] = []
+        self._skips: dict[int, int] = {}  # id(fault) -> matching requests still to let through
+        self.served = 0  # faulty replies served since the queue was made
 
     def add(self, fault: Fault, count: int) -> None:
         if count < 1:
             raise ValueError("count must be >= 1")
         with self._lock:
             self._entries.append((fault, count))
+            self._skips[id(fault)] = fault.skip
 
     def clear(self) -> int:
         """Drop every pending fault; returns how many requests they would still have hit."""
         with self._lock:
             left = sum(count for _, count in self._entries)
             self._entries.clear()
+            self._skips.clear()
             return left
 
     def take(self, path: str) -> Fault | None:
@@ -62,6 +73,10 @@ class FaultQueue:
         with self._lock:
             for index, (fault, count) in enumerate(self._entries):
                 if path.startswith(fault.path_prefix):
+                    if self._skips.get(id(fault), 0) > 0:
+                        self._skips[id(fault)] -= 1
+                        return None
+                    self.served += 1
                     if count == 1:
                         del self._entries[index]
                     else:
@@ -96,17 +111,23 @@ def error_reply(fault: Fault) -> Response:
                 ("X-RateLimit-Reset", str(reset)),
             ),
         )
+    if fault.kind == "401":
+        return Response(status=401, body=dump_json(cf_error_body(
+            "CF-InvalidAuthToken", 1000, "Invalid Auth Token")))
     status, title, code, detail = _SERVER_ERRORS[fault.kind]
     headers = (("Retry-After", str(fault.retry_after)),) if fault.kind == "503" else ()
     return Response(status=status, body=dump_json(cf_error_body(title, code, detail)),
                     headers=headers)
 
 
-def corrupt(response: Response, fault: Fault) -> Response:
-    """Apply a ``truncate``, ``malformed`` or ``drop_guid`` fault to an otherwise normal reply.
+def corrupt(response: Response, fault: Fault, url: str) -> Response:
+    """Apply a ``truncate``, ``malformed``, ``drop_guid`` or ``repeat_next`` fault to an
+    otherwise normal reply to ``url``.
 
     ``drop_guid`` is valid JSON whose last listed resource has lost its ``guid``: a record a
-    reader must reject by name, not a transport failure to retry.
+    reader must reject by name, not a transport failure to retry. ``repeat_next`` points the
+    page's next link at ``url`` itself, as a paginator bug would: a reader that follows it
+    reads the same page again, forever if the fault lasts.
     """
     if fault.kind == "truncate":
         return Response(response.status, response.body[: len(response.body) // 2],
@@ -115,6 +136,12 @@ def corrupt(response: Response, fault: Fault) -> Response:
         document = json.loads(response.body)
         if document.get("resources"):
             document["resources"][-1].pop("guid", None)
+        return Response(response.status, dump_json(document), response.content_type,
+                        response.headers)
+    if fault.kind == "repeat_next":
+        document = json.loads(response.body)
+        if isinstance(document.get("pagination"), dict):
+            document["pagination"]["next"] = {"href": url}
         return Response(response.status, dump_json(document), response.content_type,
                         response.headers)
     return Response(200, MALFORMED_BODY, response.content_type, response.headers)

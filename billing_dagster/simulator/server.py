@@ -9,7 +9,7 @@ Control endpoints (no auth, never faulted, not counted in ``requests``):
 - ``GET /_sim/clock`` -> ``{"now": "2025-03-01T00:00:00Z"}``; ``POST /_sim/clock`` with
   ``{"now": "<iso>"}`` advances virtual time;
 - ``POST /_sim/faults`` with ``{"kind", "count", "path_prefix", "retry_after",
-  "delay_seconds"}`` queues a fault, ``DELETE /_sim/faults`` clears them, ``GET`` lists them;
+  "delay_seconds", "skip"}`` queues a fault, ``DELETE /_sim/faults`` clears them, ``GET`` lists them;
 - ``GET /_sim/stats`` -> ``{"token_requests", "requests", "now", "apps", "processes",
   "service_instances", "app_events", "service_events"}``;
 - ``GET /_sim/usage?start=<iso>&end=<iso>`` -> the oracle: what really ran in each UTC hour of
@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from billing_dagster.simulator import cc_api
 from billing_dagster.simulator.faults import (
+    CORRUPTING_KINDS,
     ERROR_KINDS,
     Fault,
     FaultQueue,
@@ -185,13 +186,15 @@ class Simulator:
         path_prefix: str = "/v3/",
         retry_after: int = 1,
         delay_seconds: float = 2.0,
+        skip: int = 0,
     ) -> None:
-        """Make the next ``count`` requests whose path starts with ``path_prefix`` fail.
+        """Make the next ``count`` requests whose path starts with ``path_prefix`` fail, after
+        letting ``skip`` of them through.
 
-        ``kind``: "429", "500", "502", "503", "slow", "truncate", "malformed" or "drop_guid" (see
-        ``faults``). Faults queue in order: the first pending one that matches is used.
+        ``kind``: one of ``faults.FAULT_KINDS`` (see ``faults``). Faults queue in order: the
+        first pending one that matches is used.
         """
-        self._faults.add(Fault(kind, path_prefix, retry_after, delay_seconds), count)
+        self._faults.add(Fault(kind, path_prefix, retry_after, delay_seconds, skip), count)
 
     def clear_faults(self) -> None:
         self._faults.clear()
@@ -199,6 +202,11 @@ class Simulator:
     @property
     def pending_faults(self) -> list[dict[str, object]]:
         return self._faults.pending()
+
+    @property
+    def faults_served(self) -> int:
+        """Faulty replies served so far (each request a fault hit counts once)."""
+        return self._faults.served
 
     # -- request handling (called from server threads) -------------------------------------
 
@@ -217,8 +225,8 @@ class Simulator:
             if fault is not None and fault.kind == "slow":
                 time.sleep(fault.delay_seconds)
             response = self._serve(method, path, _last_values(split.query), headers, body)
-            if fault is not None and fault.kind in ("truncate", "malformed", "drop_guid"):
-                response = corrupt(response, fault)
+            if fault is not None and fault.kind in CORRUPTING_KINDS:
+                response = corrupt(response, fault, self.url + target)
             return response
         except Exception:
             log.exception("simulator failed on %s %s", method, target)
@@ -289,6 +297,7 @@ class Simulator:
                     path_prefix=str(payload.get("path_prefix", "/v3/")),
                     retry_after=int(payload.get("retry_after", 1)),
                     delay_seconds=float(payload.get("delay_seconds", 2.0)),
+                    skip=int(payload.get("skip", 0)),
                 )
                 return json_response(201, {"faults": self.pending_faults})
             if path == "/_sim/faults" and method == "GET":

@@ -1,0 +1,54 @@
+-- The fault campaign's SQL: what a run left in the database, in a form two databases can be
+-- compared by (natural keys, no surrogate ids). Comparison only: nothing here bills.
+
+-- name: measurement_rows
+-- Every measurement, by hour, meter, resource and kind.
+SELECT m.hour_start, r.meter, r.natural_id AS resource, k.natural_id AS kind, m.value
+  FROM billing.hourly_measurement m
+  JOIN billing.resource r ON r.id = m.resource_id
+  JOIN billing.resource_kind k ON k.id = m.resource_kind_id
+ ORDER BY 1, 2, 3, 4;
+
+-- name: coverage_rows
+-- What the project says of each hour and meter.
+SELECT hour_start, meter, status, uncovered_seconds, uncertain_resources
+  FROM billing.hour_coverage
+ ORDER BY 1, 2;
+
+-- name: posting_rows
+-- Every priced posting, exact amounts, price terms instead of price ids.
+SELECT p.hour_start, p.org_guid, p.space_guid, p.customer_id, k.meter, k.natural_id AS kind,
+       p.microcredits_per_unit, p.unit, p.quantity, p.amount_microcredits, p.resources
+  FROM billing.hourly_posting p
+  JOIN billing.resource_kind k ON k.id = p.resource_kind_id
+ ORDER BY 1, 2, 3, 4, 5, 6, 7, 8;
+
+-- name: ledger_rows
+-- Every ledger entry with its transaction's natural key.
+SELECT t.transaction_type, t.idempotency_key, t.customer_id, t.effective_at, t.business_month,
+       a.account_type, e.direction, e.amount_microcredits
+  FROM billing.ledger_transaction t
+  JOIN billing.ledger_entry e ON e.transaction_id = t.id
+  JOIN billing.account a ON a.id = e.account_id
+ ORDER BY 2, 6, 7, 8;
+
+-- name: event_rows
+-- Every landed usage event (a lost one or a doubled one shows here).
+SELECT 'app' AS stream, guid, created_at FROM billing.app_usage_event
+ UNION ALL
+SELECT 'service', guid, created_at FROM billing.service_usage_event
+ ORDER BY 1, 2;
+
+-- name: ledger_balance
+-- Transactions whose entries do not sum to zero, and the signed sum of all entries.
+SELECT count(*) FILTER (WHERE signed <> 0) AS unbalanced_transactions,
+       coalesce(sum(signed), 0)::bigint AS net
+  FROM (SELECT transaction_id, sum(direction * amount_microcredits) AS signed
+          FROM billing.ledger_entry GROUP BY transaction_id) t;
+
+-- name: reading_errors
+-- The errors recorded by the readings of a landing (a snapshot's failed or partial meters).
+SELECT meter, status, error
+  FROM billing.reading
+ WHERE taken_at = %(taken_at)s AND error IS NOT NULL
+ ORDER BY meter;
