@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -76,9 +77,9 @@ def empty_database_url(admin_url: str) -> Iterator[str]:
         _drop(admin_url, name)
 
 
-@pytest.fixture
-def db_url(admin_url: str, template_database: str) -> Iterator[str]:
-    """A fresh, migrated database for one test."""
+@contextmanager
+def fresh_database(admin_url: str, template_database: str) -> Iterator[str]:
+    """A copy of the migrated template, dropped on leaving the block."""
     name = f"billing_test_{RUN_TAG}_{uuid.uuid4().hex[:8]}"
     _admin(admin_url, sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
         sql.Identifier(name), sql.Identifier(template_database)))
@@ -86,6 +87,13 @@ def db_url(admin_url: str, template_database: str) -> Iterator[str]:
         yield database_url(admin_url, name)
     finally:
         _drop(admin_url, name)
+
+
+@pytest.fixture
+def db_url(admin_url: str, template_database: str) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    with fresh_database(admin_url, template_database) as url:
+        yield url
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from billing_dagster.meters import STREAMS
 from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.usage.events import land_events
 from billing_dagster.usage.measurements import derive_window
+from tests.conftest import fresh_database
 from tests.support import SIM_CLIENT, cf_client
 
 START = datetime(2025, 6, 2, 8, tzinfo=UTC)
@@ -78,7 +79,8 @@ def reference(initial: list[tuple[bool, int, int]], timeline: list[Change]
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(timeline=changes, landed_at=landings)
 def test_derivation_equals_a_plain_integration_of_the_timeline(
-        db_url: str, timeline: list[Change], landed_at: list[tuple[int, int]]) -> None:
+        admin_url: str, template_database: str, timeline: list[Change],
+        landed_at: list[tuple[int, int]]) -> None:
     timeline = sorted(timeline, key=lambda c: c.at)
     foundation = Foundation(seed=17, apps=20, service_instances=0, start=START, evolve=False)
     single = [p for p in foundation.processes.values()
@@ -86,13 +88,10 @@ def test_derivation_equals_a_plain_integration_of_the_timeline(
     chosen = single[:3]
     initial = [(foundation.apps[p.app_guid].state == "STARTED", p.instances, p.memory_in_mb)
                for p in chosen]
-    with psycopg.connect(db_url) as conn, Simulator(
+    # a database per example: landed usage is append-only, so it cannot be emptied in place
+    with fresh_database(admin_url, template_database) as db_url, \
+            psycopg.connect(db_url) as conn, Simulator(
             foundation, client_id=SIM_CLIENT[0], client_secret=SIM_CLIENT[1]) as sim:
-        conn.execute("TRUNCATE billing.observation, billing.hourly_measurement, "
-                     "billing.hour_coverage, billing.uncertain_usage, billing.app_usage_event, "
-                     "billing.service_usage_event, billing.event_cursor, billing.reading, "
-                     "billing.resource CASCADE")
-        conn.commit()
 
         def land(at: datetime, per_page: int) -> None:
             sim.advance_to(at)

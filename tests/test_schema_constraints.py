@@ -1,10 +1,15 @@
-"""The database, not only Python, keeps the ledger balanced and append-only and prices unique."""
+"""The database, not only Python, keeps the ledger balanced and append-only, landed usage
+append-only, and prices unique."""
 
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
 from psycopg.types.range import Range
+
+from billing_dagster.meters import STREAMS
+from billing_dagster.usage.events import land_events
+from tests.support import cf_client
 
 
 def make_customer_accounts(conn: psycopg.Connection) -> dict[str, int]:
@@ -65,6 +70,27 @@ def test_posted_entries_cannot_be_updated_or_deleted(conn):
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
             conn.execute(statement, (tx,))
         conn.rollback()
+
+
+def test_posted_price_lines_cannot_be_truncated(conn):
+    # Found by the fault campaign: UPDATE and DELETE were refused, TRUNCATE emptied them.
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+        conn.execute("TRUNCATE billing.posting_line")
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE billing.app_usage_event SET state = 'STOPPED'",
+    "DELETE FROM billing.service_usage_event",
+    "DELETE FROM billing.observation",
+    "TRUNCATE billing.app_usage_event",
+    "TRUNCATE billing.observation",
+])
+def test_landed_usage_cannot_be_changed_or_removed(conn, simulator, statement):
+    with cf_client(simulator) as client:
+        for stream in STREAMS:
+            land_events(conn, client, stream, simulator.foundation.now)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+        conn.execute(statement)
 
 
 def test_two_prices_of_one_kind_cannot_be_valid_at_once(conn):

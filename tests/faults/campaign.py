@@ -88,23 +88,32 @@ class Timeline:
 
 
 class Lab:
-    """The campaign's own PostgreSQL server and a migrated template to copy databases from."""
+    """The campaign's own PostgreSQL server and a migrated template to copy databases from.
+
+    Everything billing does here it does as ``billing_app``, a role that is not a superuser
+    and owns what it migrated, as the credentials of a brokered cloud.gov database do.
+    """
+
+    APP_ROLE = "billing_app"
 
     def __init__(self) -> None:
         self.pg = CampaignPostgres.create()
         self._made = 0
         with psycopg.connect(self.pg.admin_url, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE faults_template")
-        with psycopg.connect(self.pg.url("faults_template")) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER").format(
+                sql.Identifier(self.APP_ROLE)))
+            conn.execute(sql.SQL("CREATE DATABASE faults_template OWNER {}").format(
+                sql.Identifier(self.APP_ROLE)))
+        with psycopg.connect(self.pg.url("faults_template", user=self.APP_ROLE)) as conn:
             migrate(conn)
 
     def new_database(self) -> tuple[str, str]:
         self._made += 1
         name = f"faults_run_{self._made}"
         with psycopg.connect(self.pg.admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE faults_template").format(
-                sql.Identifier(name)))
-        return name, self.pg.url(name)
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE faults_template OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(self.APP_ROLE)))
+        return name, self.pg.url(name, user=self.APP_ROLE)
 
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.pg.admin_url, autocommit=True) as conn:
@@ -547,6 +556,26 @@ def _reading_errors(w: World, step: Step) -> str:
     return "; ".join(f"{meter} {status}: {error}" for meter, status, error in rows)
 
 
+def tampering(statement: str, expect: str) -> Play:
+    """Once the month is posted, the application's own role tries to change the ledger
+    behind its back; the database must refuse, and say what to do instead."""
+
+    def play(w: World, baseline: Baseline, rng: random.Random) -> tuple[int, bool | None, str]:
+        for step in w.timeline.steps():
+            w.advance(step)
+            w.run(step)
+        with w.connect() as conn:
+            try:
+                with conn.transaction():
+                    conn.execute(SQL[statement])
+            except psycopg.Error as exc:
+                message = _first_line(str(exc))
+                return 1, expect in message, f"{statement}: refused: {message}"
+        return 1, False, f"{statement}: ACCEPTED by the database"
+
+    return play
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("SIGKILL mid-landing, re-run", "process", killed_in("land", "kill")),
     Scenario("SIGKILL mid-landing, next tick", "process",
@@ -586,6 +615,30 @@ SCENARIOS: list[Scenario] = [
     Scenario("CF token expires mid-read", "cloud foundry", cf_fault("401")),
     Scenario("UAA down", "cloud foundry",
              cf_fault("503", count=50, prefix="/uaa/", expect="oauth/token")),
+    Scenario("UPDATE of a posted ledger entry", "tampering",
+             tampering("tamper_update_entry", "append-only")),
+    Scenario("DELETE of a posted ledger entry", "tampering",
+             tampering("tamper_delete_entry", "append-only")),
+    Scenario("UPDATE of a ledger transaction", "tampering",
+             tampering("tamper_update_transaction", "append-only")),
+    Scenario("DELETE of a ledger transaction", "tampering",
+             tampering("tamper_delete_transaction", "append-only")),
+    Scenario("TRUNCATE of the ledger", "tampering",
+             tampering("tamper_truncate_ledger", "append-only")),
+    Scenario("UPDATE of a posted price line", "tampering",
+             tampering("tamper_update_posting_line", "append-only")),
+    Scenario("TRUNCATE of the posted price lines", "tampering",
+             tampering("tamper_truncate_posting_lines", "append-only")),
+    Scenario("DELETE of a landed usage event", "tampering",
+             tampering("tamper_delete_usage_event", "append-only")),
+    Scenario("UPDATE of a landed usage event", "tampering",
+             tampering("tamper_update_usage_event", "append-only")),
+    Scenario("TRUNCATE of the observations", "tampering",
+             tampering("tamper_truncate_observations", "append-only")),
+    Scenario("an unbalanced transaction", "tampering",
+             tampering("tamper_unbalanced_transaction", "needs at least a debit and a credit")),
+    Scenario("triggers switched off (replica role)", "tampering",
+             tampering("tamper_replication_role", "permission denied")),
 ]
 
 

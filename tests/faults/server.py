@@ -76,10 +76,10 @@ class CampaignPostgres:
 
     @property
     def admin_url(self) -> str:
-        return self.url("postgres")
+        return self.url("postgres", user="postgres")
 
-    def url(self, dbname: str) -> str:
-        return make_conninfo(host="127.0.0.1", port=self.port, user="postgres", dbname=dbname)
+    def url(self, dbname: str, *, user: str = "postgres") -> str:
+        return make_conninfo(host="127.0.0.1", port=self.port, user=user, dbname=dbname)
 
     def start(self) -> None:
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off "

@@ -52,3 +52,60 @@ SELECT meter, status, error
   FROM billing.reading
  WHERE taken_at = %(taken_at)s AND error IS NOT NULL
  ORDER BY meter;
+
+-- Tampering: what the application's own role might try against the posted ledger. Each must
+-- be refused by the database.
+
+-- name: tamper_update_entry
+UPDATE billing.ledger_entry SET amount_microcredits = amount_microcredits + 1
+ WHERE id = (SELECT min(id) FROM billing.ledger_entry);
+
+-- name: tamper_delete_entry
+DELETE FROM billing.ledger_entry WHERE id = (SELECT max(id) FROM billing.ledger_entry);
+
+-- name: tamper_update_transaction
+UPDATE billing.ledger_transaction SET effective_at = effective_at + interval '1 month'
+ WHERE id = (SELECT min(id) FROM billing.ledger_transaction);
+
+-- name: tamper_delete_transaction
+DELETE FROM billing.ledger_transaction
+ WHERE id = (SELECT max(id) FROM billing.ledger_transaction);
+
+-- name: tamper_truncate_ledger
+TRUNCATE billing.ledger_transaction CASCADE;
+
+-- name: tamper_update_posting_line
+UPDATE billing.posting_line SET amount_microcredits = 0
+ WHERE transaction_id = (SELECT min(transaction_id) FROM billing.posting_line);
+
+-- name: tamper_truncate_posting_lines
+TRUNCATE billing.posting_line;
+
+-- name: tamper_unbalanced_transaction
+-- One entry: a charge with no credit against it.
+WITH tx AS (
+    INSERT INTO billing.ledger_transaction
+           (transaction_type, idempotency_key, customer_id, effective_at, description)
+    SELECT 'adjustment', 'tamper:' || customer_id, customer_id, now(), 'a one-sided entry'
+      FROM billing.account ORDER BY id LIMIT 1
+    RETURNING id, customer_id
+)
+INSERT INTO billing.ledger_entry (transaction_id, account_id, direction, amount_microcredits)
+SELECT tx.id, a.id, 1, 1000000
+  FROM tx JOIN billing.account a ON a.customer_id = tx.customer_id
+ WHERE a.account_type = 'receivable';
+
+-- name: tamper_delete_usage_event
+DELETE FROM billing.app_usage_event
+ WHERE guid = (SELECT min(guid) FROM billing.app_usage_event);
+
+-- name: tamper_update_usage_event
+UPDATE billing.service_usage_event SET created_at = created_at + interval '1 hour'
+ WHERE guid = (SELECT min(guid) FROM billing.service_usage_event);
+
+-- name: tamper_truncate_observations
+TRUNCATE billing.observation;
+
+-- name: tamper_replication_role
+-- With replica role, ordinary triggers (the append-only ones) do not fire.
+SET session_replication_role = replica;
