@@ -20,7 +20,7 @@ import psycopg
 from billing_dagster.cf.client import CloudFoundryClient, RetryPolicy
 from billing_dagster.database import connect, resolve_url
 from billing_dagster.migrate import migrate
-from billing_dagster.settings import database_settings
+from billing_dagster.settings import ConfigError, database_settings, redact_password
 
 
 @cache
@@ -29,6 +29,18 @@ def _migrated_url(url: str) -> str:
     with psycopg.connect(url) as conn:
         migrate(conn)
     return url
+
+
+def _reachable(url: str, where: str) -> str:
+    """The migrated URL, or a ConfigError that says which setting points where, and why not."""
+    try:
+        return _migrated_url(url)
+    except psycopg.OperationalError as exc:
+        reason = " ".join(str(exc).split())
+        raise ConfigError(
+            f"cannot connect to the billing database {redact_password(url)} given by {where}: "
+            f"{reason}. Check {where} (host, port, database name and credentials) and that "
+            "the server is running; nothing was read or written.") from exc
 
 
 class BillingDatabase(dg.ConfigurableResource):
@@ -42,8 +54,13 @@ class BillingDatabase(dg.ConfigurableResource):
     url: str | None = None
 
     def connection_url(self) -> str:
-        url = self.url or resolve_url(database_settings(os.environ, Path.cwd()))
-        return _migrated_url(url)
+        if self.url:
+            return _reachable(self.url, "the db resource's url")
+        settings = database_settings(os.environ, Path.cwd())
+        where = {"DATABASE_URL": "DATABASE_URL", "PG variables": "the PG* variables",
+                 "VCAP_SERVICES": "the VCAP_SERVICES binding"}.get(settings.source,
+                                                                   "the embedded server")
+        return _reachable(resolve_url(settings), where)
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection]:

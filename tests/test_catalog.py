@@ -271,6 +271,10 @@ BAD_EDITS: list[tuple[str, str, Callable[[Data], object], list[str]]] = [
      lambda d: d["customers"].append({"id": "epa", "name": "EPA again", "tier": "pico",
                                       "orgs": []}),
      ["customers.yaml: entry 5 (epa)", "customer id 'epa' is already used by entry 3"]),
+    ("a customer entry copied whole", "customers.yaml",
+     lambda d: d["customers"].append(dict(customer(d, "epa"))),
+     # found by the fault campaign: reported as the copy claiming the first one's orgs
+     ["customers.yaml: entry 5 (epa)", "customer id 'epa' is already used by entry 3"]),
     ("price of an unknown kind", "prices.yaml",
      lambda d: price(d, "aws-rds/micro-psql").update(kind="aws-rds/nano-psql"),
      ["prices.yaml: entry 2 (aws-rds/nano-psql)",

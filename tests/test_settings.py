@@ -1,8 +1,11 @@
 import json
+import socket
 from pathlib import Path
 
 import pytest
 
+from billing_dagster.cf.client import CfApiError, CloudFoundryClient, RetryPolicy
+from billing_dagster.resources import BillingDatabase
 from billing_dagster.settings import (
     ConfigError,
     cloud_foundry_settings,
@@ -75,3 +78,35 @@ def test_cloud_foundry_settings_name_every_missing_variable():
 def test_dagster_gets_a_psycopg2_url_and_logs_get_no_password():
     assert sqlalchemy_url("postgresql://u:p@h:1/d?host=/s") == "postgresql+psycopg2://u:p@h:1/d?host=/s"
     assert redact_password("postgresql://u:p@h/d") == "postgresql://u:***@h/d"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_database_url_pointing_nowhere_is_an_error_naming_the_variable(monkeypatch):
+    # Found by the fault campaign: the run failed with psycopg's bare "connection refused".
+    url = f"postgresql://billing:s3cret@127.0.0.1:{_closed_port()}/billing"
+    monkeypatch.setenv("DATABASE_URL", url)
+    with pytest.raises(ConfigError) as refused:
+        BillingDatabase().connection_url()
+    message = str(refused.value)
+    assert "given by DATABASE_URL" in message and "Check DATABASE_URL" in message
+    assert "s3cret" not in message and ":***@" in message
+
+
+def test_an_unreachable_cf_api_url_is_named_and_later_reads_fail_at_once():
+    # Found by the fault campaign: the error did not name CF_API_URL, and every list of the
+    # snapshot tried the dead root again with all its retries (42 s for one landing).
+    waits: list[float] = []
+    with CloudFoundryClient(f"http://127.0.0.1:{_closed_port()}", "billing", "secret",
+                            retry=RetryPolicy(max_attempts=3, backoff_seconds=0.01),
+                            sleep=waits.append) as client:
+        with pytest.raises(CfApiError, match=r"\(CF_API_URL\)"):
+            client.get("/v3/organizations")
+        assert len(waits) == 2
+        with pytest.raises(CfApiError, match="Check CF_API_URL"):
+            client.get("/v3/spaces")
+        assert len(waits) == 2  # no new attempts

@@ -389,11 +389,21 @@ def _customers(entries: list[_Entry], tiers: set[str] | None) -> list[tuple[_Ent
                      "(or [] for none yet)"}
     customers = []
     org_owner: dict[str, _Entry] = {}
+    first_with_id: dict[str, _Entry] = {}
     for entry in entries:
         if not entry.usable:
             continue
         entry.check_fields(fixes)
         customer_id = entry.text("id", fixes["id"])
+        if customer_id is not None and customer_id in first_with_id:
+            # checked first: a copied entry would otherwise be reported as claiming the
+            # first one's orgs, which is not the mistake
+            entry.fail(f"customer id {customer_id!r} is already used by "
+                       f"{first_with_id[customer_id].ref}",
+                       "customer ids must be unique: rename one or merge the two entries")
+            continue
+        if customer_id is not None:
+            first_with_id[customer_id] = entry
         if customer_id is not None and not _CUSTOMER_ID.fullmatch(customer_id):
             entry.fail(f"id {customer_id!r} is not a lower-case slug", "use lower-case "
                        "letters, digits and hyphens (it appears in ledger keys), e.g. gsa-tts")
@@ -414,8 +424,6 @@ def _customers(entries: list[_Entry], tiers: set[str] | None) -> list[tuple[_Ent
                 org_owner[org] = entry
         if entry.usable and customer_id and name and tier:
             customers.append((entry, Customer(customer_id, name, tier, tuple(orgs))))
-    _unique(customers, lambda c: c.id, "customer id", "customer ids must be unique: rename "
-            "one or merge the two entries")
     return _valid(customers)
 
 

@@ -86,6 +86,7 @@ class CloudFoundryClient:
         self._sleep = sleep
         self._http = httpx.Client(timeout=timeout_seconds, headers={"Accept": "application/json"})
         self._token_url: str | None = None
+        self._unreachable: CfApiError | None = None
         self._token: str | None = None
         self._token_expires_at = 0.0
         self.token_fetches = 0
@@ -111,7 +112,16 @@ class CloudFoundryClient:
         """The UAA token endpoint, from the API root's ``links.uaa`` (as go-cfclient does)."""
         if self._token_url is not None:
             return self._token_url
-        root = self._send("GET", self.api_url + "/", authenticated=False)
+        if self._unreachable is not None:  # tried and failed: every later read fails as fast
+            raise self._unreachable
+        try:
+            root = self._send("GET", self.api_url + "/", authenticated=False)
+        except CfApiError as exc:
+            self._unreachable = CfApiError(
+                f"cannot reach the Cloud Foundry API root {self.api_url}/ (CF_API_URL): {exc} "
+                "Check CF_API_URL (for example https://api.fr.cloud.gov) and the network.",
+                url=exc.url, status=exc.status)
+            raise self._unreachable from exc
         try:
             token_url: str = root["links"]["uaa"]["href"].rstrip("/") + "/oauth/token"
         except (KeyError, TypeError, AttributeError):

@@ -9,7 +9,8 @@ Control endpoints (no auth, never faulted, not counted in ``requests``):
 - ``GET /_sim/clock`` -> ``{"now": "2025-03-01T00:00:00Z"}``; ``POST /_sim/clock`` with
   ``{"now": "<iso>"}`` advances virtual time;
 - ``POST /_sim/faults`` with ``{"kind", "count", "path_prefix", "retry_after",
-  "delay_seconds", "skip"}`` queues a fault, ``DELETE /_sim/faults`` clears them, ``GET`` lists them;
+  "delay_seconds", "skip"}`` queues a fault, ``DELETE /_sim/faults`` clears them, ``GET``
+  lists them;
 - ``GET /_sim/stats`` -> ``{"token_requests", "requests", "now", "apps", "processes",
   "service_instances", "app_events", "service_events"}``;
 - ``GET /_sim/usage?start=<iso>&end=<iso>`` -> the oracle: what really ran in each UTC hour of

@@ -36,9 +36,11 @@ def foundation_snapshot(
     context.log.info(f"snapshot at {landed.taken_at.isoformat()}: {landed.readings}, "
                      f"{landed.resources} resources")
     if all(status == "failed" for status in landed.readings.values()):
+        first_error = next(iter(landed.errors.values()), "no error recorded")
         raise dg.Failure(
-            description=f"no meter could be read at {landed.taken_at.isoformat()}; the failed "
-                        "readings are recorded and the hours stay flagged until a snapshot works",
+            description=f"no meter could be read at {landed.taken_at.isoformat()}: "
+                        f"{first_error} The failed readings are recorded; usage_events lands "
+                        "the changes on its own, and the next snapshot refreshes the state.",
             metadata={"errors": dg.MetadataValue.json(landed.errors)})
     return dg.MaterializeResult(
         metadata=_snapshot_metadata(landed),

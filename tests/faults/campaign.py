@@ -18,8 +18,11 @@ import json
 import logging
 import os
 import random
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import yaml
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from billing_dagster.catalog import load_catalog, read_catalog
+from billing_dagster.catalog import CatalogError, load_catalog, read_catalog
 from billing_dagster.database import connect
 from billing_dagster.migrate import migrate
 from billing_dagster.simulator import Foundation, Simulator
@@ -47,6 +52,8 @@ SQL = queries_in(Path(__file__).with_name("state.sql"))
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
 REPO = Path(__file__).resolve().parents[2]
+CONFIG_VARIABLES = ("DATABASE_URL", "VCAP_SERVICES", "CF_API_URL", "CF_CLIENT_ID",
+                    "CF_CLIENT_SECRET", "BILLING_CATALOG", "BILLING_DATA_DIR")
 
 
 @dataclass(frozen=True)
@@ -179,9 +186,20 @@ class World:
         self.runs += 1
         spec = {"step": step.to_dict(), "database_url": self.url, "cf_url": self.sim.url,
                 "fire_at": fire_at, "action": action, "postgres": self.lab.pg.to_dict()}
+        return self._worker(spec, os.environ)
+
+    def spawn_job(self, job: str, env: dict[str, str]) -> subprocess.Popen[str]:
+        """A job of the code location, configured only by ``env`` (no inherited database,
+        CF or catalog variables), in a worker process of its own."""
+        self.runs += 1
+        inherited = {k: v for k, v in os.environ.items()
+                     if k not in CONFIG_VARIABLES and not k.startswith("PG")}
+        return self._worker({"job": job}, {**inherited, **env})
+
+    def _worker(self, spec: dict[str, Any], env: Any) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "tests.faults.worker", json.dumps(spec)],
                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                                text=True, env={**env, "PYTHONPATH": str(REPO)})
 
     def collect(self, process: subprocess.Popen[str]) -> WorkerResult:
         out, err = process.communicate(timeout=300)
@@ -498,10 +516,11 @@ def overlapping(kind: str) -> Racing:
 def racing_landing(kind: str) -> Racing:
     """A landing and, at the same time, a re-run of ``kind`` over the hours before it."""
     def pick(timeline: Timeline, rng: random.Random) -> tuple[int, list[Step]]:
-        lands = [i for i in _indices(timeline, "land") if timeline.steps()[i].now
-                 and timeline.steps()[i].now > timeline.start + HOUR]
+        steps = timeline.steps()
+        lands = [i for i in _indices(timeline, "land")
+                 if (steps[i].now or timeline.start) > timeline.start + HOUR]
         index = rng.choice(lands)
-        landing = timeline.steps()[index]
+        landing = steps[index]
         assert landing.now is not None
         upto = landing.now.replace(minute=0) - HOUR
         return index, [landing, Step(kind, start=timeline.start, end=upto)]
@@ -576,6 +595,117 @@ def tampering(statement: str, expect: str) -> Play:
     return play
 
 
+def bad_catalog(change: Callable[[Path], None], *expect: str) -> Play:
+    """Once the month is posted, someone loads a catalog with a mistake in it. The load must
+    be refused with a message holding every part of ``expect`` (the file, the entry, the fix),
+    and leave the catalog in the database exactly as it was."""
+
+    def play(w: World, baseline: Baseline, rng: random.Random) -> tuple[int, bool | None, str]:
+        for step in w.timeline.steps():
+            w.advance(step)
+            w.run(step)
+        broken = Path(tempfile.mkdtemp(prefix="faults-catalog-"))
+        try:
+            shutil.copytree(w.catalog, broken, dirs_exist_ok=True)
+            change(broken)
+            with w.connect() as conn:
+                before = _catalog_rows(conn)
+                w.runs += 1
+                try:
+                    load_catalog(conn, read_catalog(broken))
+                except CatalogError as exc:
+                    message = str(exc)
+                else:
+                    return 1, False, "loaded without a word"
+                unchanged = _catalog_rows(conn) == before
+        finally:
+            shutil.rmtree(broken, ignore_errors=True)
+        missing = [part for part in expect if part not in message]
+        detail = " / ".join(message.splitlines()[1:3] or [message])
+        if missing:
+            detail += f"; the message lacks {missing}"
+        if not unchanged:
+            detail += "; the catalog in the database CHANGED"
+        return 1, not missing and unchanged, detail
+
+    return play
+
+
+def _catalog_rows(conn: psycopg.Connection) -> list[tuple]:
+    return [tuple(r) for r in conn.execute(SQL["catalog_rows"]).fetchall()]
+
+
+def _edit_yaml(file: str, change: Callable[[Any], None]) -> Callable[[Path], None]:
+    def edit(directory: Path) -> None:
+        data = yaml.safe_load((directory / file).read_text())
+        change(data)
+        (directory / file).write_text(yaml.safe_dump(data, sort_keys=False))
+    return edit
+
+
+def _append_text(file: str, text: str) -> Callable[[Path], None]:
+    def edit(directory: Path) -> None:
+        with (directory / file).open("a") as f:
+            f.write(text)
+    return edit
+
+
+def _remove(file: str) -> Callable[[Path], None]:
+    def edit(directory: Path) -> None:
+        (directory / file).unlink()
+    return edit
+
+
+def bad_config(env: Callable[[World], dict[str, str]], *expect: str) -> Play:
+    """The landing job started the way the code location starts it, with one setting wrong.
+    The run must fail with an error holding every part of ``expect`` (the variable and the
+    fix), and nothing may change in the billing database."""
+
+    def play(w: World, baseline: Baseline, rng: random.Random) -> tuple[int, bool | None, str]:
+        steps = w.timeline.steps()
+        target = rng.choice(_indices(w.timeline, "land")[1:])
+        clear: bool | None = None
+        detail = ""
+        for i, step in enumerate(steps):
+            w.advance(step)
+            if i == target:
+                with w.connect() as conn:
+                    before = State.read(conn)
+                result = w.collect(w.spawn_job("landing_job", env(w)))
+                with w.connect() as conn:
+                    untouched = not State.read(conn).differences(before)
+                error = result.error or ""
+                missing = [part for part in expect if part not in error]
+                clear = result.returncode != 0 and not missing and untouched
+                # the innermost error of the run's chain: what the operator has to act on
+                detail = _first_line(error.split(" | ")[-1]) if error else "the run succeeded"
+                if missing:
+                    detail += f"; the error lacks {missing}"
+                if not untouched:
+                    detail += "; the billing database CHANGED"
+            w.run(step)  # the operator fixes the setting and runs the landing again
+        return 1, clear, detail
+
+    return play
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _good_env(w: World) -> dict[str, str]:
+    return {"DATABASE_URL": _as_url(w.url), "CF_API_URL": w.sim.url, "CF_CLIENT_ID": CLIENT[0],
+            "CF_CLIENT_SECRET": CLIENT[1], "BILLING_CATALOG": str(w.catalog)}
+
+
+def _as_url(conninfo: str) -> str:
+    params = conninfo_to_dict(conninfo)
+    return (f"postgresql://{params['user']}@{params['host']}:{params['port']}/"
+            f"{params['dbname']}")
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("SIGKILL mid-landing, re-run", "process", killed_in("land", "kill")),
     Scenario("SIGKILL mid-landing, next tick", "process",
@@ -639,6 +769,57 @@ SCENARIOS: list[Scenario] = [
              tampering("tamper_unbalanced_transaction", "needs at least a debit and a credit")),
     Scenario("triggers switched off (replica role)", "tampering",
              tampering("tamper_replication_role", "permission denied")),
+    Scenario("catalog: overlapping prices", "bad input", bad_catalog(
+        _edit_yaml("prices.yaml", lambda d: d["prices"].append(
+            {**d["prices"][0], "valid_from": date(2025, 6, 1), "microcredits_per_unit": 9})),
+        "prices.yaml: entry 1 (App memory)", "overlaps entry 33", "set this entry's valid_to")),
+    Scenario("catalog: negative unit", "bad input", bad_catalog(
+        _edit_yaml("prices.yaml", lambda d: d["prices"][1].update(unit=-3600)),
+        "prices.yaml: entry 2", "unit is -3600, it must be 1 or more")),
+    Scenario("catalog: zero unit", "bad input", bad_catalog(
+        _edit_yaml("prices.yaml", lambda d: d["prices"][0].update(unit=0)),
+        "prices.yaml: entry 1", "unit is 0, it must be 1 or more")),
+    Scenario("catalog: a number as a string", "bad input", bad_catalog(
+        _edit_yaml("iaas.yaml", lambda d: d["iaas"][0].update(credits="1000000")),
+        "iaas.yaml: entry 1 (IAA-AGENCY-A)", "credits must be a whole number")),
+    Scenario("catalog: unknown tier", "bad input", bad_catalog(
+        _edit_yaml("customers.yaml", lambda d: d["customers"][0].update(tier="ultra")),
+        "customers.yaml: entry 1 (agency-a)", "tier 'ultra' is not in tiers.yaml")),
+    Scenario("catalog: unknown meter", "bad input", bad_catalog(
+        _edit_yaml("resource_kinds.yaml", lambda d: d["resource_kinds"][1].update(
+            meter="cftasks")),
+        "resource_kinds.yaml: entry 2", "meter 'cftasks' is unknown: use")),
+    Scenario("catalog: an org owned by two customers", "bad input", bad_catalog(
+        _edit_yaml("customers.yaml", lambda d: d["customers"][1]["orgs"].append(
+            d["customers"][0]["orgs"][0])),
+        "customers.yaml: entry 2 (agency-b)", "is already claimed by entry 1",
+        "an org belongs to one customer")),
+    Scenario("catalog: a date that is not a date", "bad input", bad_catalog(
+        _edit_yaml("iaas.yaml", lambda d: d["iaas"][0].update(pop_end="end of June")),
+        "iaas.yaml: entry 1 (IAA-AGENCY-A)", "pop_end", "date")),
+    Scenario("catalog: duplicate ids", "bad input", bad_catalog(
+        _edit_yaml("customers.yaml", lambda d: d["customers"].append(dict(d["customers"][0]))),
+        "customers.yaml: entry 6 (agency-a)", "customer id 'agency-a' is already used")),
+    Scenario("catalog: malformed YAML", "bad input", bad_catalog(
+        _append_text("tiers.yaml", "  - name: [unclosed\n"), "tiers.yaml: line",
+        "YAML syntax error")),
+    Scenario("catalog: a missing file", "bad input", bad_catalog(
+        _remove("prices.yaml"), "prices.yaml: the file is missing", "create it")),
+    Scenario("config: DATABASE_URL pointing nowhere", "bad input", bad_config(
+        lambda w: {**_good_env(w), "DATABASE_URL":
+                   f"postgresql://billing@127.0.0.1:{_closed_port()}/billing"},
+        "DATABASE_URL")),
+    Scenario("config: wrong CF credentials", "bad input", bad_config(
+        lambda w: {**_good_env(w), "CF_CLIENT_SECRET": "not-the-secret"},
+        "CF_CLIENT_ID and CF_CLIENT_SECRET")),
+    Scenario("config: unreachable CF_API_URL", "bad input", bad_config(
+        lambda w: {**_good_env(w), "CF_API_URL": f"http://127.0.0.1:{_closed_port()}"},
+        "CF_API_URL")),
+    Scenario("config: VCAP_SERVICES without the database", "bad input", bad_config(
+        lambda w: {k: v for k, v in {**_good_env(w), "VCAP_SERVICES": json.dumps(
+            {"user-provided": [{"name": "cf-creds", "credentials": {"client": "x"}}]})}.items()
+            if k != "DATABASE_URL"},
+        "VCAP_SERVICES", "bind an aws-rds PostgreSQL instance")),
 ]
 
 

@@ -59,17 +59,22 @@ class FaultPoints:
             points.point("executemany " + _first_words(query))
             return executemany(cur, query, *args, **kwargs)
 
+        rows_sent: dict[int, int] = {}  # id of an open Copy -> rows written to it
+
         @contextmanager
         def counted_copy(cur: Any, statement: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
             points.point("copy " + _first_words(statement))
             with copy(cur, statement, *args, **kwargs) as c:
-                c._billing_rows = 0  # noqa: SLF001 - our own attribute on the Copy object
-                yield c
+                rows_sent[id(c)] = 0
+                try:
+                    yield c
+                finally:
+                    rows_sent.pop(id(c), None)
 
         def counted_write_row(c: Any, row: Any) -> None:
             write_row(c, row)
-            c._billing_rows = getattr(c, "_billing_rows", 0) + 1  # noqa: SLF001
-            if c._billing_rows == 1:  # noqa: SLF001
+            rows_sent[id(c)] = rows_sent.get(id(c), 0) + 1
+            if rows_sent[id(c)] == 1:
                 points.point("inside a COPY, after its first row")
 
         def counted_exit(tx: Any, exc_type: Any, *args: Any) -> Any:

@@ -109,3 +109,14 @@ TRUNCATE billing.observation;
 -- name: tamper_replication_role
 -- With replica role, ordinary triggers (the append-only ones) do not fire.
 SET session_replication_role = replica;
+
+-- name: catalog_rows
+-- The catalog as loaded: a refused load must leave every row of it as it was.
+SELECT 'tier' AS what, to_jsonb(t) - 'id' AS row FROM billing.tier t
+ UNION ALL SELECT 'customer', to_jsonb(c) FROM billing.customer c
+ UNION ALL SELECT 'customer_org', to_jsonb(o) FROM billing.customer_org o
+ UNION ALL SELECT 'resource_kind', to_jsonb(k) FROM billing.resource_kind k
+ UNION ALL SELECT 'price', to_jsonb(p) FROM billing.price p
+ UNION ALL SELECT 'iaa', to_jsonb(i) FROM billing.iaa i
+ UNION ALL SELECT 'catalog_load', to_jsonb(l) FROM billing.catalog_load l
+ ORDER BY 1, 2;
