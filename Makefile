@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install run dev test lint bench accuracy stop clean
+.PHONY: install run dev test lint bench accuracy faults stop clean
 
 install: $(STAMP)
 
@@ -23,10 +23,13 @@ dev: install  ## the same set-up, then the Dagster UI on http://localhost:3000
 test: install  ## lint, every test on the local PostgreSQL 15, then again on the embedded 18
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
-	BILLING_TEST_DATABASE=embedded $(BIN)/python -m pytest -m "not embedded and not accuracy"
+	BILLING_TEST_DATABASE=embedded $(BIN)/python -m pytest -m "not embedded and not accuracy and not faults"
 
 accuracy: install  ## a month of a 2,000-app foundation checked against the simulator's oracle
 	$(BIN)/python -m tests.accuracy
+
+faults: install  ## every fault scenario, three seeds, checked against the oracle and a fault-free run
+	$(BIN)/python -m tests.faults --seeds 3
 
 lint: install
 	$(BIN)/ruff check .

@@ -416,10 +416,13 @@ def _indices(timeline: Timeline, kind: str) -> list[int]:
     return [i for i, s in enumerate(timeline.steps()) if s.kind == kind]
 
 
-def killed_in(kind: str, action: str, recovery: str = "rerun") -> Play:
+def killed_in(kind: str, action: str, recovery: str = "rerun", where: str = "") -> Play:
     """A step of ``kind`` dies at a seeded fault point: SIGKILL of its process (``kill``) or
     the database server restarted under it (``pg_restart``); then the operator re-runs it
-    (``rerun``), or leaves it to the next tick and the backfill (``next_tick``)."""
+    (``rerun``), or leaves it to the next tick and the backfill (``next_tick``), or, to show
+    that the campaign sees what a fault loses, does nothing (``none``). ``where``
+    narrows the points to those whose label starts with it (``inside a COPY``: while a page
+    is being copied in; ``commit``: just before a page, or the snapshot, commits)."""
 
     def play(w: World, baseline: Baseline, rng: random.Random) -> tuple[int, bool | None, str]:
         steps = w.timeline.steps()
@@ -427,7 +430,9 @@ def killed_in(kind: str, action: str, recovery: str = "rerun") -> Play:
         if recovery == "next_tick":  # a later landing must exist to catch up
             choices = [i for i in choices if any(j > i for j in _indices(w.timeline, "land"))]
         target = rng.choice(choices)
-        fire_at = rng.randint(1, baseline.points[target])
+        points = [n for n, label in enumerate(baseline.labels[target], start=1)
+                  if label.startswith(where)]
+        fire_at = rng.choice(points)
         clear: bool | None = None
         detail = ""
         for i, step in enumerate(steps):
@@ -439,7 +444,8 @@ def killed_in(kind: str, action: str, recovery: str = "rerun") -> Play:
                 w.run(step)
                 continue
             result = w.collect(w.spawn(step, fire_at=fire_at, action=action))
-            detail = f"{step.label()}, point {result.fired or fire_at}"
+            detail = (f"{step.label()}, point {fire_at} of {baseline.points[target]} "
+                      f"({baseline.labels[target][fire_at - 1]})")
             if action == "kill":
                 if not result.killed:
                     raise AssertionError(f"the worker was not killed at {detail}: {result}")
@@ -710,6 +716,9 @@ SCENARIOS: list[Scenario] = [
     Scenario("SIGKILL mid-landing, re-run", "process", killed_in("land", "kill")),
     Scenario("SIGKILL mid-landing, next tick", "process",
              killed_in("land", "kill", "next_tick")),
+    Scenario("SIGKILL inside a page's COPY", "process",
+             killed_in("land", "kill", where="inside a COPY")),
+    Scenario("SIGKILL between pages", "process", killed_in("land", "kill", where="commit")),
     Scenario("SIGKILL mid-derivation", "process", killed_in("derive", "kill")),
     Scenario("SIGKILL mid-pricing", "process", killed_in("price", "kill")),
     Scenario("SIGKILL mid-posting", "process", killed_in("post", "kill")),
