@@ -34,7 +34,12 @@ from billing_dagster.ledger.assets import (
     statements_directory,
 )
 from billing_dagster.meters import STREAMS
-from billing_dagster.partitions import hourly_keys_between, monthly_partitions
+from billing_dagster.partitions import (
+    RANGE_END,
+    RANGE_START,
+    hourly_keys_between,
+    monthly_partitions,
+)
 from billing_dagster.pricing.assets import priced_postings
 from billing_dagster.pricing.postings import price_window
 from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
@@ -90,8 +95,7 @@ def run_demo(prepared: Prepared, *, apps: int, service_instances: int) -> int:
         keys = hourly_keys_between(backfill_start, end)
         log.info("backfilling %d hours (%s .. %s) in one run", len(keys), keys[0], keys[-1])
         run([hourly_measurements, priced_postings],
-            tags={"dagster/asset_partition_range_start": keys[0],
-                  "dagster/asset_partition_range_end": keys[-1]})
+            tags={RANGE_START: keys[0], RANGE_END: keys[-1]})
         log.info("posting business month %s", month_key)
         run([ledger_entries, monthly_statements], partition_key=month_key)
         run([customer_balances])

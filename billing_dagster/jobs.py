@@ -1,9 +1,17 @@
 """Jobs and schedules: what runs when."""
 
+import time
+from datetime import UTC, datetime, timedelta
+
 import dagster as dg
 
 from billing_dagster.ledger.assets import ledger_entries, monthly_statements
-from billing_dagster.partitions import hourly_partitions
+from billing_dagster.partitions import (
+    RANGE_END,
+    RANGE_START,
+    hourly_keys_between,
+    hourly_partitions,
+)
 from billing_dagster.pricing.assets import priced_postings
 from billing_dagster.usage.assets import foundation_snapshot, hourly_measurements, usage_events
 
@@ -34,15 +42,46 @@ ledger_schedule = dg.build_schedule_from_partitioned_job(
     description="On the 1st at 06:01 New York time, post the month that just ended.")
 
 
+# After a failed landing the hours it left are metered by the next landing that succeeds, up to
+# a week of them in one run; an outage longer than that needs a backfill of the older hours.
+CATCH_UP_HOURS = 7 * 24
+
+
+def hours_to_meter(previous_landing: datetime | None, now: datetime) -> tuple[str, str]:
+    """The first and last hourly partition to meter after a landing that succeeded at ``now``:
+    every hour that ended since the previous successful landing (``previous_landing``; None
+    when this is the first), at most ``CATCH_UP_HOURS`` of them, the last complete one last."""
+    this_hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    first = this_hour - timedelta(hours=1)
+    if previous_landing is not None:
+        since = previous_landing.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        first = min(first, max(since, this_hour - timedelta(hours=CATCH_UP_HOURS)))
+    keys = hourly_keys_between(first, this_hour)
+    return keys[0], keys[-1]
+
+
 @dg.run_status_sensor(
     name="metering_after_landing_sensor", run_status=dg.DagsterRunStatus.SUCCESS,
     monitored_jobs=[landing_job], request_job=metering_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="When a landing run succeeds, measures and prices the last complete hour, so "
-                "the hour is derived from everything landed up to its end.")
+                "the hour is derived from everything landed up to its end; after failed "
+                "landings, every hour since the previous successful one, as one run.")
 def metering_after_landing_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest | None:
-    key = hourly_partitions.get_last_partition_key()
-    if key is None:
-        return None
-    return dg.RunRequest(run_key=f"metering-{key}", partition_key=key,
-                         tags={"billing/after_landing_run": context.dagster_run.run_id})
+    landing = context.dagster_run
+    record = context.instance.get_run_record_by_id(landing.run_id)
+    now = datetime.fromtimestamp((record and record.start_time) or time.time(), UTC)
+    earlier = [r for r in context.instance.get_run_records(
+        filters=dg.RunsFilter(job_name=landing_job.name,
+                              statuses=[dg.DagsterRunStatus.SUCCESS]), limit=5)
+        if r.dagster_run.run_id != landing.run_id and (r.start_time or 0) < now.timestamp()]
+    previous = (datetime.fromtimestamp(earlier[0].start_time, UTC)
+                if earlier and earlier[0].start_time else None)
+    first, last = hours_to_meter(previous, now)
+    tags = {"billing/after_landing_run": landing.run_id}
+    if first == last:
+        return dg.RunRequest(run_key=f"metering-{last}", partition_key=last, tags=tags)
+    context.log.info(f"the landings before {landing.run_id} left hours unmetered: metering "
+                     f"{first} to {last} as one run")
+    return dg.RunRequest(run_key=f"metering-{first}...{last}", tags={
+        **tags, RANGE_START: first, RANGE_END: last})

@@ -13,6 +13,9 @@ from datetime import UTC, date, datetime
 import dagster as dg
 
 BUSINESS_TIMEZONE = "America/New_York"
+# The tags that make one run cover a range of partitions (a single-run backfill).
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
 
 hourly_partitions = dg.HourlyPartitionsDefinition(
     start_date="2025-01-01-00:00", timezone=BUSINESS_TIMEZONE

@@ -11,8 +11,14 @@ import dagster as dg
 import pytest
 from psycopg.types.range import Range
 
+from billing_dagster.jobs import hours_to_meter, metering_after_landing_sensor
 from billing_dagster.ledger.assets import ledger_entries
-from billing_dagster.partitions import hourly_keys_between, monthly_partitions, utc_window
+from billing_dagster.partitions import (
+    hourly_keys_between,
+    hourly_partitions,
+    monthly_partitions,
+    utc_window,
+)
 from billing_dagster.pricing.assets import priced_postings
 from billing_dagster.pricing.sensors import (
     RANGE_END,
@@ -132,3 +138,46 @@ def test_contiguous_hours_become_one_range_each():
     hours = [h, h + timedelta(hours=1), h + timedelta(hours=2), h + timedelta(hours=5)]
     assert contiguous(hours) == [(h, h + timedelta(hours=3)),
                                  (h + timedelta(hours=5), h + timedelta(hours=6))]
+
+
+NY_HOUR = datetime(2025, 5, 12, 10, tzinfo=UTC)  # 06:00 in New York
+
+
+@pytest.mark.parametrize(("previous", "now", "first", "last"), [
+    (None, NY_HOUR + timedelta(minutes=1), 9, 9),  # the first landing: the hour that ended
+    (NY_HOUR - timedelta(minutes=59), NY_HOUR + timedelta(minutes=1), 9, 9),  # every hour
+    (NY_HOUR - timedelta(hours=1, minutes=59), NY_HOUR + timedelta(minutes=1), 8, 9),
+    (NY_HOUR - timedelta(hours=6, minutes=59), NY_HOUR + timedelta(minutes=1), 3, 9),
+    (NY_HOUR + timedelta(minutes=1), NY_HOUR + timedelta(minutes=30), 9, 9),  # a manual one
+    (NY_HOUR - timedelta(days=9), NY_HOUR + timedelta(minutes=1), 10 - 168, 9),  # capped
+], ids=["first landing", "hourly", "one failed landing", "six failed", "manual", "long outage"])
+def test_a_landing_meters_every_hour_since_the_previous_successful_one(previous, now, first,
+                                                                        last):
+    def key(hour_utc: int) -> str:
+        start = datetime(2025, 5, 12, tzinfo=UTC) + timedelta(hours=hour_utc)
+        return hourly_keys_between(start, start + timedelta(hours=1))[0]
+
+    assert hours_to_meter(previous, now) == (key(first), key(last))
+
+
+def test_the_metering_sensor_reads_the_landing_runs_of_the_instance():
+    @dg.op
+    def land() -> None:
+        return None
+
+    @dg.job(name="landing_job")
+    def landing() -> None:
+        land()
+
+    with dg.instance_for_test() as instance:
+        first = landing.execute_in_process(instance=instance)
+        second = landing.execute_in_process(instance=instance)
+        run = instance.get_run_by_id(second.run_id)
+        assert first.success and run is not None
+        context = dg.build_run_status_sensor_context(
+            sensor_name="metering_after_landing_sensor", dagster_instance=instance,
+            dagster_run=run, dagster_event=second.get_run_success_event())
+        request = metering_after_landing_sensor(context)  # type: ignore[call-arg]
+    assert isinstance(request, dg.RunRequest)
+    assert request.partition_key == hourly_partitions.get_last_partition_key()
+    assert request.tags["billing/after_landing_run"] == second.run_id

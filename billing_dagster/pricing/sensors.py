@@ -12,13 +12,18 @@ import httpx
 from psycopg.rows import dict_row
 
 from billing_dagster.jobs import ledger_job, repricing_job
-from billing_dagster.partitions import hourly_keys_between, hourly_partitions, monthly_partitions
+from billing_dagster.partitions import (
+    RANGE_END,
+    RANGE_START,
+    hourly_keys_between,
+    hourly_partitions,
+    monthly_partitions,
+)
 from billing_dagster.resources import BillingDatabase
 from billing_dagster.sql import query
 
 log = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 @dg.sensor(name="unknown_kinds_sensor", minimum_interval_seconds=300,

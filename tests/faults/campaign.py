@@ -40,9 +40,11 @@ from psycopg.rows import dict_row
 from billing_dagster.catalog import CatalogError, load_catalog, read_catalog
 from billing_dagster.database import connect
 from billing_dagster.migrate import migrate
+from billing_dagster.partitions import hourly_keys_between
 from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.sql import queries_in
 from tests.accuracy import harness
+from tests.faults.deployment import Deployment
 from tests.faults.points import FaultPoints
 from tests.faults.server import CampaignPostgres
 from tests.faults.steps import CLIENT, NEW_YORK, Step, run_step
@@ -114,12 +116,12 @@ class Lab:
         with psycopg.connect(self.pg.url("faults_template", user=self.APP_ROLE)) as conn:
             migrate(conn)
 
-    def new_database(self) -> tuple[str, str]:
+    def new_database(self, template: str = "faults_template") -> tuple[str, str]:
         self._made += 1
         name = f"faults_run_{self._made}"
         with psycopg.connect(self.pg.admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE faults_template OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(self.APP_ROLE)))
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(template), sql.Identifier(self.APP_ROLE)))
         return name, self.pg.url(name, user=self.APP_ROLE)
 
     def drop_database(self, name: str) -> None:
@@ -683,8 +685,9 @@ def bad_config(env: Callable[[World], dict[str, str]], *expect: str) -> Play:
                 error = result.error or ""
                 missing = [part for part in expect if part not in error]
                 clear = result.returncode != 0 and not missing and untouched
-                # the innermost error of the run's chain: what the operator has to act on
-                detail = _first_line(error.split(" | ")[-1]) if error else "the run succeeded"
+                # the run page shows Dagster's wrapper first; quote the error under it
+                chain = [e for e in error.split(" | ") if not e.startswith("dagster._core.errors")]
+                detail = _first_line((chain or [error])[0]) if error else "the run succeeded"
                 if missing:
                     detail += f"; the error lacks {missing}"
                 if not untouched:
@@ -712,6 +715,77 @@ def _as_url(conninfo: str) -> str:
             f"{params['dbname']}")
 
 
+DAEMON_PHASES = ("run created", "run started", "measured, pricing next")
+
+
+def daemon_killed_mid_backfill(w: World, baseline: Baseline,
+                               rng: random.Random) -> tuple[int, bool | None, str]:
+    """Every landing as usual; then, instead of the hourly meterings, the operator backfills
+    the window from the UI, and the machine of the Dagster daemon dies (daemon, code server
+    and run worker SIGKILLed together) at a seeded phase. The operator starts the daemon
+    again, marks a run left with no process as canceled, and launches the backfill again."""
+    phase = rng.choice(DAEMON_PHASES)
+    t = w.timeline
+    for step in t.steps():
+        w.advance(step)
+        if step.kind == "land":
+            w.run(step)
+    storage, storage_url = w.lab.new_database(template="template0")
+    params = conninfo_to_dict(storage_url)
+    deployment = Deployment(_good_env(w), f"postgresql+psycopg2://{params['user']}@"
+                                          f"{params['host']}:{params['port']}/{params['dbname']}")
+    keys = hourly_keys_between(t.start, t.end)
+    detail = f"killed at '{phase}'"
+    try:
+        deployment.start_webserver()
+        backfill = deployment.launch_backfill(["hourly_measurements", "priced_postings"],
+                                              keys[0], keys[-1])
+        w.runs += 1
+        deployment.start_daemon()
+        runs = deployment.wait_for(lambda: _phase_reached(deployment, backfill, phase), 240,
+                                   f"the backfill to reach '{phase}'")
+        deployment.kill_daemon()
+        detail += " (run " + ", ".join(r["status"] for r in runs) + ")"
+        deployment.start_daemon()
+        orphans = [r["runId"] for r in runs if r["status"] in ("STARTING", "STARTED")]
+        for run_id in orphans:  # no process is left to finish them: the operator says so
+            deployment.mark_canceled(run_id)
+        status = deployment.wait_for(lambda: _settled(deployment, backfill), 300,
+                                     "the backfill to finish")
+        if status != "COMPLETED_SUCCESS":
+            again = deployment.launch_backfill(["hourly_measurements", "priced_postings"],
+                                               keys[0], keys[-1])
+            w.runs += 1
+            status = deployment.wait_for(lambda: _settled(deployment, again), 300,
+                                         "the second backfill to finish")
+            detail += f"; {len(orphans)} run(s) marked canceled, backfill launched again"
+        detail += f"; backfill {status.lower()}"
+        if status != "COMPLETED_SUCCESS":
+            raise AssertionError(f"{detail}\n{deployment.logs()}")
+    finally:
+        deployment.stop()
+        w.lab.drop_database(storage)
+    w.run(t.steps()[-1])  # the month's posting
+    return 1, None, detail
+
+
+def _phase_reached(deployment: Deployment, backfill: str, phase: str
+                   ) -> list[dict[str, Any]] | None:
+    runs = deployment.backfill_runs(backfill)
+    if phase == "run created":
+        return runs or None
+    if phase == "run started":
+        return runs if any(r["status"] == "STARTED" for r in runs) else None
+    done = {s["stepKey"] for r in runs for s in (r["stepStats"] or [])
+            if s["status"] == "SUCCESS"}
+    return runs if "hourly_measurements" in done else None
+
+
+def _settled(deployment: Deployment, backfill: str) -> str | None:
+    status = deployment.backfill_status(backfill)
+    return status if status not in ("REQUESTED", "CANCELING", "FAILING") else None
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("SIGKILL mid-landing, re-run", "process", killed_in("land", "kill")),
     Scenario("SIGKILL mid-landing, next tick", "process",
@@ -722,6 +796,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("SIGKILL mid-derivation", "process", killed_in("derive", "kill")),
     Scenario("SIGKILL mid-pricing", "process", killed_in("price", "kill")),
     Scenario("SIGKILL mid-posting", "process", killed_in("post", "kill")),
+    Scenario("Dagster daemon killed mid-backfill", "process", daemon_killed_mid_backfill),
     Scenario("Postgres restart mid-landing", "postgres", killed_in("land", "pg_restart")),
     Scenario("Postgres restart mid-derivation", "postgres", killed_in("derive", "pg_restart")),
     Scenario("Postgres restart mid-pricing", "postgres", killed_in("price", "pg_restart")),
@@ -847,14 +922,14 @@ class Campaign:
         by_name: dict[str, list[Outcome]] = {}
         for o in self.outcomes:
             by_name.setdefault(o.scenario, []).append(o)
-        head = (f"{'scenario':<40} {'runs':>5} {'faults':>6} {'unit-s missing':>14} "
+        head = (f"{'scenario':<44} {'runs':>5} {'faults':>6} {'unit-s missing':>14} "
                 f"{'unit-s extra':>12} {'µcr off':>8} {'balanced':>8} {'= fault-free':>12} "
                 f"{'error clear':>11}")
         out = [head, "-" * len(head)]
         for name, group in by_name.items():
             clear = [o.error_clear for o in group if o.error_clear is not None]
             out.append(
-                f"{name:<40} {sum(o.runs for o in group):>5} {sum(o.faults for o in group):>6} "
+                f"{name:<44} {sum(o.runs for o in group):>5} {sum(o.faults for o in group):>6} "
                 f"{sum(o.truth.missing for o in group):>14,} "
                 f"{sum(o.truth.extra for o in group):>12,} "
                 f"{sum(o.truth.microcredits_off for o in group):>8,} "
