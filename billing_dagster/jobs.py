@@ -17,6 +17,9 @@ from billing_dagster.usage.assets import foundation_snapshot, hourly_measurement
 
 landing_job = dg.define_asset_job(
     "landing_job", selection=[foundation_snapshot, usage_events],
+    # run monitoring (dagster.yaml) fails a landing that outlives this: a dead one must not
+    # hold a queue slot for ever
+    tags={"dagster/max_runtime": 1800},
     description="Land what Cloud Foundry says now: a snapshot and the new usage events.")
 metering_job = dg.define_asset_job(
     "metering_job", selection=[hourly_measurements, priced_postings],

@@ -24,6 +24,7 @@ SHORT = [
     "SIGKILL inside a page's COPY",
     "SIGKILL mid-derivation",
     "SIGKILL mid-posting",
+    "Dagster daemon killed mid-backfill",
     "Postgres restart mid-pricing",
     "two postings of a month at once",
     "re-pricing racing a landing",
