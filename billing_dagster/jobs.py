@@ -10,7 +10,6 @@ from billing_dagster.partitions import (
     RANGE_END,
     RANGE_START,
     hourly_keys_between,
-    hourly_partitions,
 )
 from billing_dagster.pricing.assets import priced_postings
 from billing_dagster.usage.assets import foundation_snapshot, hourly_measurements, usage_events
