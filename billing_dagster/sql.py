@@ -42,9 +42,11 @@ def queries_in(path: Path, found: dict[str, str] | None = None) -> dict[str, Lit
     return cast(dict[str, LiteralString], found)
 
 
-def copy_rows(cur: psycopg.Cursor[Any], name: str, rows: Iterable[Sequence[Any]]) -> None:
-    """COPY ``rows`` through the named ``COPY ... FROM STDIN`` query."""
-    with cur.copy(query(name)) as copy:
+def copy_rows(cur: psycopg.Cursor[Any], name: str, rows: Iterable[Sequence[Any]], *,
+              found: dict[str, LiteralString] | None = None) -> None:
+    """COPY ``rows`` through the named ``COPY ... FROM STDIN`` query (of the project's files,
+    or of ``found``, queries read with ``queries_in``)."""
+    with cur.copy(found[name] if found is not None else query(name)) as copy:
         for row in rows:
             copy.write_row(row)
 

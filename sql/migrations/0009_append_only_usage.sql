@@ -17,21 +17,18 @@ CREATE TRIGGER posting_line_no_truncate
     BEFORE TRUNCATE ON billing.posting_line
     FOR EACH STATEMENT EXECUTE FUNCTION billing.refuse_ledger_change();
 
-CREATE TRIGGER app_usage_event_append_only
-    BEFORE UPDATE OR DELETE ON billing.app_usage_event
-    FOR EACH ROW EXECUTE FUNCTION billing.refuse_usage_change();
-CREATE TRIGGER app_usage_event_no_truncate
-    BEFORE TRUNCATE ON billing.app_usage_event
-    FOR EACH STATEMENT EXECUTE FUNCTION billing.refuse_usage_change();
-CREATE TRIGGER service_usage_event_append_only
-    BEFORE UPDATE OR DELETE ON billing.service_usage_event
-    FOR EACH ROW EXECUTE FUNCTION billing.refuse_usage_change();
-CREATE TRIGGER service_usage_event_no_truncate
-    BEFORE TRUNCATE ON billing.service_usage_event
-    FOR EACH STATEMENT EXECUTE FUNCTION billing.refuse_usage_change();
-CREATE TRIGGER observation_append_only
-    BEFORE UPDATE OR DELETE ON billing.observation
-    FOR EACH ROW EXECUTE FUNCTION billing.refuse_usage_change();
-CREATE TRIGGER observation_no_truncate
-    BEFORE TRUNCATE ON billing.observation
-    FOR EACH STATEMENT EXECUTE FUNCTION billing.refuse_usage_change();
+-- <table>_append_only refuses UPDATE and DELETE of a row, <table>_no_truncate refuses TRUNCATE.
+DO $$
+DECLARE
+    landed text;
+BEGIN
+    FOREACH landed IN ARRAY ARRAY['app_usage_event', 'service_usage_event', 'observation'] LOOP
+        EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE ON billing.%I '
+                       'FOR EACH ROW EXECUTE FUNCTION billing.refuse_usage_change()',
+                       landed || '_append_only', landed);
+        EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON billing.%I '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION billing.refuse_usage_change()',
+                       landed || '_no_truncate', landed);
+    END LOOP;
+END;
+$$;

@@ -50,7 +50,7 @@ from billing_dagster.partitions import hourly_keys_between
 from billing_dagster.pricing.postings import price_window
 from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
 from billing_dagster.simulator import Foundation, Simulator
-from billing_dagster.sql import queries_in
+from billing_dagster.sql import copy_rows, queries_in
 from billing_dagster.usage.events import land_events
 from billing_dagster.usage.measurements import derive_window
 from billing_dagster.usage.snapshot import land_snapshot, take_snapshot
@@ -439,7 +439,7 @@ def compare(sim: Simulator, conn: psycopg.Connection, s: Scenario, catalog: Path
     window = {"start": s.month_start, "end": s.end, "business_month": s.month}
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(SQL["create_oracle_usage"])
-        copy_rows_sql(cur, SQL["copy_oracle_usage"], oracle)
+        copy_rows(cur, "copy_oracle_usage", oracle, found=SQL)
         cur.execute(SQL["create_resource_hour_comparison"], window)
         by_status = [StatusRow(**r) for r in cur.execute(SQL["compare_by_meter_and_status"])]
         differing = cur.execute(SQL["differing_resource_hours"]).fetchall()
@@ -454,12 +454,6 @@ def compare(sim: Simulator, conn: psycopg.Connection, s: Scenario, catalog: Path
     log.info("compared %d oracle rows for %s", len(oracle), month_key)
     return Report(s, by_status, [d for d in differing if d["status"] == "complete"],
                   flagged, lines)
-
-
-def copy_rows_sql(cur: psycopg.Cursor[Any], statement: Any, rows: list[tuple]) -> None:
-    with cur.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
 
 
 def fetch_oracle(url: str, start: datetime, end: datetime) -> list[tuple]:

@@ -39,10 +39,11 @@ from psycopg.rows import dict_row
 
 from billing_dagster.catalog import CatalogError, load_catalog, read_catalog
 from billing_dagster.database import connect
+from billing_dagster.jobs import hours_to_meter
 from billing_dagster.migrate import migrate
-from billing_dagster.partitions import hourly_keys_between
+from billing_dagster.partitions import hourly_keys_between, hourly_partitions, utc_window
 from billing_dagster.simulator import Foundation, Simulator
-from billing_dagster.sql import queries_in
+from billing_dagster.sql import copy_rows, queries_in
 from tests.accuracy import harness
 from tests.faults.deployment import Deployment
 from tests.faults.points import FaultPoints
@@ -89,11 +90,6 @@ class Timeline:
                       Step("price", start=hour, end=hour + HOUR)]
         return [*steps, Step("post", month=self.month)]
 
-    def backfill(self) -> list[Step]:
-        """What an operator runs after an incident, before the month is posted: the whole
-        window measured and priced again as one range."""
-        return [Step("derive", start=self.start, end=self.end),
-                Step("price", start=self.start, end=self.end)]
 
 
 class Lab:
@@ -306,7 +302,7 @@ def against_oracle(w: World) -> Truth:
     window = {"start": t.start, "end": t.end, "business_month": t.month}
     with w.connect() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(harness.SQL["create_oracle_usage"])
-        harness.copy_rows_sql(cur, harness.SQL["copy_oracle_usage"], oracle)
+        copy_rows(cur, "copy_oracle_usage", oracle, found=harness.SQL)
         cur.execute(harness.SQL["create_resource_hour_comparison"], window)
         by_status = list(cur.execute(harness.SQL["compare_by_meter_and_status"]))
         posted = cur.execute(harness.SQL["posted_lines"], window).fetchall()
@@ -420,11 +416,13 @@ def _indices(timeline: Timeline, kind: str) -> list[int]:
 
 def killed_in(kind: str, action: str, recovery: str = "rerun", where: str = "") -> Play:
     """A step of ``kind`` dies at a seeded fault point: SIGKILL of its process (``kill``) or
-    the database server restarted under it (``pg_restart``); then the operator re-runs it
-    (``rerun``), or leaves it to the next tick and the backfill (``next_tick``), or, to show
-    that the campaign sees what a fault loses, does nothing (``none``). ``where``
-    narrows the points to those whose label starts with it (``inside a COPY``: while a page
-    is being copied in; ``commit``: just before a page, or the snapshot, commits)."""
+    the database server restarted under it (``pg_restart``). Then the operator re-runs it
+    (``rerun``); or, for a landing, nobody does (``next_tick``): no metering follows the
+    failed landing, and the next landing that succeeds meters every hour since the previous
+    successful one, as ``metering_after_landing_sensor`` does; or, to show that the campaign
+    sees what a fault loses, nothing at all happens (``none``). ``where`` narrows the points
+    to those whose label starts with it (``inside a COPY``: while a page is being copied in;
+    ``commit``: just before a page, or the snapshot, commits)."""
 
     def play(w: World, baseline: Baseline, rng: random.Random) -> tuple[int, bool | None, str]:
         steps = w.timeline.steps()
@@ -437,13 +435,19 @@ def killed_in(kind: str, action: str, recovery: str = "rerun", where: str = "") 
         fire_at = rng.choice(points)
         clear: bool | None = None
         detail = ""
+        landed: datetime | None = None  # the last landing that succeeded
+        metering = "hourly"  # after a failed landing: "held", then "caught up" for an hour
         for i, step in enumerate(steps):
             w.advance(step)
-            if step.kind == "post" and recovery == "next_tick":
-                for backfill in w.timeline.backfill():
-                    w.run(backfill)
+            if step.kind in ("derive", "price") and metering != "hourly":
+                continue  # the sensor meters only after a landing that succeeded
             if i != target:
                 w.run(step)
+                if step.kind == "land":
+                    if metering == "held":
+                        detail += "; next landing meters " + _catch_up(w, landed, step)
+                    metering = "caught up" if metering == "held" else "hourly"
+                    landed = step.now
                 continue
             result = w.collect(w.spawn(step, fire_at=fire_at, action=action))
             detail = (f"{step.label()}, point {fire_at} of {baseline.points[target]} "
@@ -456,9 +460,22 @@ def killed_in(kind: str, action: str, recovery: str = "rerun", where: str = "") 
                 detail += f": {_first_line(result.error)}"
             if recovery == "rerun":
                 w.run(step)
+            elif recovery == "next_tick":
+                metering = "held"
         return 1, clear, detail
 
     return play
+
+
+def _catch_up(w: World, landed: datetime | None, landing: Step) -> str:
+    """What the metering sensor requests after ``landing`` succeeded, run."""
+    assert landing.now is not None
+    first, last = hours_to_meter(landed, landing.now)
+    start = utc_window(hourly_partitions.time_window_for_partition_key(first))[0]
+    end = utc_window(hourly_partitions.time_window_for_partition_key(last))[1]
+    for kind in ("derive", "price"):
+        w.run(Step(kind, start=start, end=end))
+    return f"{start:%H:00}-{end:%H:00}"
 
 
 def _first_line(text: str | None) -> str:
