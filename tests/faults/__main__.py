@@ -11,7 +11,8 @@ import logging
 import sys
 import time
 
-from tests.faults.campaign import SCENARIOS, run_campaign
+from tests.faults.campaign import run_campaign
+from tests.faults.scenarios import SCENARIOS
 
 
 def main() -> int:

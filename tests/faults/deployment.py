@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.faults.server import _free_port
+from tests.faults.server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's dagster-webserver and dagster-daemon
@@ -78,7 +78,7 @@ class Deployment:
         self.env = {**env, "DAGSTER_HOME": str(self.home),
                     "BILLING_DAGSTER_PG_URL": dagster_storage_url,
                     "PYTHONPATH": str(REPO)}
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.daemon: subprocess.Popen[bytes] | None = None
         self.webserver: subprocess.Popen[bytes] | None = None

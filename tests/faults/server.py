@@ -39,7 +39,7 @@ def find_bindir() -> Path:
                        "package postgresql-15 to run the fault campaign")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -61,7 +61,7 @@ class CampaignPostgres:
         run_as = "postgres" if os.geteuid() == 0 else None
         if run_as:
             shutil.chown(root, user=run_as)
-        server = cls(str(bindir), str(root / "data"), _free_port(), run_as)
+        server = cls(str(bindir), str(root / "data"), free_port(), run_as)
         server._run("initdb", "-D", server.datadir, "-U", "postgres", "--auth=trust",
                     "--no-sync", "-E", "UTF8", "--locale=C.UTF-8")
         server.start()

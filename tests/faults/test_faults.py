@@ -7,16 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.campaign import (
-    SCENARIOS,
-    Baseline,
-    Lab,
-    Scenario,
-    Timeline,
-    fault_free,
-    killed_in,
-    run_scenario,
-)
+from tests.faults.campaign import Baseline, Lab, Scenario, Timeline, fault_free, run_scenario
+from tests.faults.scenarios import SCENARIOS, killed_in
 
 pytestmark = pytest.mark.faults
 
