@@ -86,11 +86,12 @@ class Deployment:
     # -- processes -------------------------------------------------------------------------
 
     def _start(self, *command: str) -> subprocess.Popen[bytes]:
-        log = (self.home / f"{Path(command[0]).name}.log").open("ab")
-        return subprocess.Popen(list(command), cwd=REPO, env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                # Dagster maps SIGTERM onto SIGINT's handler; make it the default
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        with (self.home / f"{Path(command[0]).name}.log").open("ab") as log:  # the child's copy
+            return subprocess.Popen(
+                list(command), cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+                # Dagster maps SIGTERM onto SIGINT's handler; make that the default one
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def start_webserver(self) -> None:
         self.webserver = self._start(str(BIN / "dagster-webserver"), "-w",
