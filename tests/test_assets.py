@@ -109,3 +109,16 @@ def test_a_range_backfill_in_one_run_equals_single_hour_runs(simulator, resource
     hours = conn.execute("SELECT count(DISTINCT hour_start), min(hour_start) "
                          "FROM billing.hourly_measurement").fetchone()
     assert hours == (4, start.astimezone(UTC))
+
+
+def test_refused_credentials_fail_the_snapshot_naming_the_variables_once(simulator, db_url):
+    # Found by the fault campaign: the one refusal was repeated for the inventory and again
+    # for each meter, and ran into the next sentence.
+    wrong = {"db": BillingDatabase(url=db_url), "clock": Clock(simulator_url=simulator.url),
+             "cf": CloudFoundryApi(api_url=simulator.url, client_id=SIM_CLIENT[0],
+                                   client_secret="not-the-secret", max_attempts=1)}
+    result = dg.materialize([foundation_snapshot], resources=wrong, raise_on_error=False)
+    (failure,) = result.get_step_failure_events()
+    description = failure.step_failure_data.user_failure_data.description  # type: ignore[union-attr]
+    assert description.count("check CF_CLIENT_ID and CF_CLIENT_SECRET") == 1, description
+    assert "CF_CLIENT_SECRET. The failed readings are recorded" in description

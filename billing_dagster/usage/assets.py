@@ -39,8 +39,9 @@ def foundation_snapshot(
         first_error = next(iter(landed.errors.values()), "no error recorded")
         raise dg.Failure(
             description=f"no meter could be read at {landed.taken_at.isoformat()}: "
-                        f"{first_error} The failed readings are recorded; usage_events lands "
-                        "the changes on its own, and the next snapshot refreshes the state.",
+                        f"{first_error.rstrip('.')}. The failed readings are recorded; "
+                        "usage_events lands the changes on its own, and the next snapshot "
+                        "refreshes the state.",
             metadata={"errors": dg.MetadataValue.json(landed.errors)})
     return dg.MaterializeResult(
         metadata=_snapshot_metadata(landed),

@@ -121,7 +121,8 @@ def land_snapshot(conn: psycopg.Connection, snapshot: Snapshot,
         for reading in snapshot.meters:
             error = reading.error
             if snapshot.inventory.error:
-                error = "; ".join(filter(None, [error, snapshot.inventory.error]))
+                # one failure (a dead API, refused credentials) often fails both: say it once
+                error = "; ".join(dict.fromkeys(filter(None, [error, snapshot.inventory.error])))
             cur.execute(query("insert_reading"), {
                 **at, "meter": reading.meter, "status": reading.status,
                 "resources": len(reading.resources), "error": error, "run_id": run_id})
