@@ -119,6 +119,7 @@ def test_refused_credentials_fail_the_snapshot_naming_the_variables_once(simulat
                                    client_secret="not-the-secret", max_attempts=1)}
     result = dg.materialize([foundation_snapshot], resources=wrong, raise_on_error=False)
     (failure,) = result.get_step_failure_events()
-    description = failure.step_failure_data.user_failure_data.description  # type: ignore[union-attr]
+    user_failure = failure.step_failure_data.user_failure_data
+    description = (user_failure.description if user_failure else None) or ""
     assert description.count("check CF_CLIENT_ID and CF_CLIENT_SECRET") == 1, description
     assert "CF_CLIENT_SECRET. The failed readings are recorded" in description
