@@ -36,7 +36,7 @@ def _reachable(url: str, where: str) -> str:
     try:
         return _migrated_url(url)
     except psycopg.OperationalError as exc:
-        reason = " ".join(str(exc).split())
+        reason = " ".join(str(exc).split()).rstrip(" .?")
         raise ConfigError(
             f"cannot connect to the billing database {redact_password(url)} given by {where}: "
             f"{reason}. Check {where} (host, port, database name and credentials) and that "
