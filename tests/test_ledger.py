@@ -69,8 +69,10 @@ def posted_lines(conn, key: str) -> list[tuple]:
 
 
 def balances(conn) -> dict[str, int]:
-    rows = conn.execute("SELECT account_type, balance_microcredits FROM billing.account_balance "
-                        "WHERE customer_id = 'acme'").fetchall()
+    """Acme's balance per account type (its agreements' lots summed into credit_pool)."""
+    rows = conn.execute("SELECT account_type, sum(balance_microcredits)::bigint "
+                        "FROM billing.account_balance WHERE customer_id = 'acme' "
+                        "GROUP BY account_type").fetchall()
     return dict(rows)
 
 
@@ -122,8 +124,8 @@ def test_rounding_happens_once_per_line_not_per_hour(acme):
     posted = derive_price_post(acme, "2025-03")
     assert [(p.transaction_type, p.amount_microcredits) for p in posted.posted] == [
         ("usage_post", 1_000_000)]
-    assert balances(acme) == {"credit_pool": -1_000_000, "credits_used": 1_000_000,
-                              "credits_expired": 0, "receivable": 0}
+    assert balances(acme) == {"credit_pool": 0, "credits_used": 1_000_000,  # no agreement:
+                              "credits_expired": 0, "receivable": 0, "overage": 1_000_000}
     assert_ledger_balanced(acme)
 
 
@@ -186,7 +188,8 @@ def test_lower_charges_post_a_reversing_adjustment_never_an_edit(acme):
         "SELECT a.account_type, e.direction FROM billing.ledger_entry e "
         "JOIN billing.account a ON a.id = e.account_id JOIN billing.ledger_transaction t "
         "ON t.id = e.transaction_id WHERE t.transaction_type = 'adjustment' ORDER BY 1").fetchall()
-    assert directions == [("credit_pool", -1), ("credits_used", 1)]
+    # acme has no agreement: its usage was overage, and the reduction gives overage back
+    assert directions == [("credits_used", 1), ("overage", -1)]
     assert_ledger_balanced(acme)
 
 
@@ -223,7 +226,8 @@ def test_agreements_load_credits_and_expire_what_is_left(acme):
     assert [(p.transaction_type, p.amount_microcredits) for p in posted.posted] == [
         ("iaa_pop_start", 100_000_000), ("usage_post", 30_000_000), ("iaa_pop_end", 70_000_000)]
     assert balances(acme) == {"credit_pool": 0, "credits_used": 30_000_000,
-                              "credits_expired": 70_000_000, "receivable": 100_000_000}
+                              "credits_expired": 70_000_000, "receivable": 100_000_000,
+                              "overage": 0}
     assert derive_price_post(acme, "2025-03").posted == []
     assert_ledger_balanced(acme)
 
@@ -240,3 +244,75 @@ def test_statements_break_the_month_down_without_floats(acme):
     assert bool(statement.rows["microcredits"].map(type).eq(Decimal).all())
     assert list(statement.rows[["org", "space", "kind"]].itertuples(index=False, name=None)) == [
         ("acme-org", "prod", "App memory")]
+
+
+def add_agreement(conn, iaa: str, credits: int, first_day: str, day_after_last: str) -> None:
+    conn.execute("INSERT INTO billing.iaa (id, customer_id, credits_microcredits, "
+                 "period_of_performance) VALUES (%s, 'acme', %s, daterange(%s, %s))",
+                 (iaa, credits * 1_000_000, first_day, day_after_last))
+    conn.commit()
+
+
+def lots(conn) -> dict[str, int]:
+    """What is left in each of acme's agreements, in credits."""
+    return {iaa: balance // 1_000_000 for iaa, balance in conn.execute(
+        "SELECT iaa_id, balance_microcredits FROM billing.account_balance "
+        "WHERE customer_id = 'acme' AND iaa_id IS NOT NULL").fetchall()}
+
+
+def in_credits(conn) -> dict[str, int]:
+    return {k: v // 1_000_000 for k, v in balances(conn).items()}
+
+
+def test_overlapping_agreements_draw_the_one_ending_first_and_expire_only_its_rest(acme):
+    # The issue's case: A 1,000 credits for January-June, B 1,000 from March for a year, 100
+    # credits used each month. A single pool expired 1,400 at the end of June.
+    add_agreement(acme, "A", 1000, "2025-01-01", "2025-07-01")
+    add_agreement(acme, "B", 1000, "2025-03-01", "2026-03-01")
+    add_price(acme, 1_000_000, 3600, datetime(2025, 1, 1, tzinfo=UTC))  # 1 credit a MiB-hour
+    for m in range(1, 9):
+        key = f"2025-{m:02d}"
+        _, start, _ = month(key)
+        run_app(acme, f"app-{m}", 1, start + timedelta(days=1),
+                start + timedelta(days=1, hours=100))
+        derive_price_post(acme, key)
+        if m == 6:
+            assert lots(acme) == {"A": 0, "B": 1000}
+    assert lots(acme) == {"A": 0, "B": 800}
+    assert in_credits(acme) == {"credit_pool": 800, "credits_used": 800,
+                                "credits_expired": 400, "receivable": 2000, "overage": 0}
+    assert_ledger_balanced(acme)
+
+
+def test_usage_after_an_agreement_ends_mid_month_is_overage(acme):
+    # A covers March 1-15 (359 hours: clocks spring forward on the 9th) of March's 743
+    add_agreement(acme, "A", 1000, "2025-03-01", "2025-03-16")
+    add_price(acme, 1_000_000, 3600, datetime(2025, 1, 1, tzinfo=UTC))
+    _, start, end = month("2025-03")
+    run_app(acme, "a", 1, start, end)
+    derive_price_post(acme, "2025-03")
+    assert in_credits(acme) == {"credit_pool": 0, "credits_used": 743, "credits_expired": 641,
+                                "receivable": 1000, "overage": 384}
+    drawn = acme.execute("SELECT coalesce(iaa_id, 'overage'), sum(amount_microcredits) "
+                         "/ 1000000 FROM billing.ledger_draw GROUP BY 1 ORDER BY 1").fetchall()
+    assert drawn == [("A", 359), ("overage", 384)]
+    assert_ledger_balanced(acme)
+
+
+def test_late_usage_for_a_month_whose_agreement_has_ended_is_overage(acme):
+    add_agreement(acme, "A", 1000, "2025-01-01", "2025-03-01")
+    add_agreement(acme, "B", 1000, "2025-03-01", "2026-03-01")
+    add_price(acme, 1_000_000, 3600, datetime(2025, 1, 1, tzinfo=UTC))
+    _, january, _ = month("2025-01")
+    run_app(acme, "a", 1, january, january + timedelta(hours=10))
+    for key in ("2025-01", "2025-02", "2025-03"):
+        derive_price_post(acme, key)
+    assert lots(acme) == {"A": 0, "B": 1000} and in_credits(acme)["credits_expired"] == 990
+    run_app(acme, "late", 1, january + timedelta(days=3), january + timedelta(days=3, hours=5))
+    late = derive_price_post(acme, "2025-01")
+    assert [(p.transaction_type, p.amount_microcredits) for p in late.posted] == [
+        ("adjustment", 5_000_000)]
+    assert lots(acme) == {"A": 0, "B": 1000}  # never a later agreement
+    assert in_credits(acme)["overage"] == 5
+    assert derive_price_post(acme, "2025-01").posted == []
+    assert_ledger_balanced(acme)

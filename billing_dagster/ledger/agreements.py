@@ -57,6 +57,7 @@ class DrawDown:
 
     drawn: dict[str | None, int] = field(default_factory=dict)
     lots: tuple[Lot, ...] = ()
+    by_hour: tuple[tuple[datetime, str | None, int], ...] = ()  # (hour, agreement, amount)
 
     @property
     def overage(self) -> int:
@@ -98,6 +99,7 @@ def draw_down(lots: Iterable[Lot], hourly: Iterable[tuple[datetime, int]]) -> Dr
     left = {lot.agreement_id: lot for lot in lots}
     ordered = sorted(left.values(), key=lambda lot: lot.priority)
     drawn: dict[str | None, int] = {}
+    by_hour: list[tuple[datetime, str | None, int]] = []
     for hour, charge in sorted(hourly, key=lambda h: h[0]):
         if charge < 0:
             raise ValueError(f"the charge of {hour.isoformat()} is negative: use give_back")
@@ -110,18 +112,22 @@ def draw_down(lots: Iterable[Lot], hourly: Iterable[tuple[datetime, int]]) -> Dr
             take = min(charge, current.remaining)
             left[lot.agreement_id] = replace(current, remaining=current.remaining - take)
             drawn[lot.agreement_id] = drawn.get(lot.agreement_id, 0) + take
+            by_hour.append((hour, lot.agreement_id, take))
             charge -= take
         if charge:
             drawn[OVERAGE] = drawn.get(OVERAGE, 0) + charge
-    return DrawDown(drawn, tuple(sorted(left.values(), key=lambda lot: lot.priority)))
+            by_hour.append((hour, OVERAGE, charge))
+    return DrawDown(drawn, tuple(sorted(left.values(), key=lambda lot: lot.priority)),
+                    tuple(by_hour))
 
 
-def give_back(drawn: Mapping[str | None, int], lots: Iterable[Lot], amount: int) -> DrawDown:
+def give_back(drawn: Mapping[str | None, int], lots: Iterable[Lot], amount: int,
+              hour: datetime | None = None) -> DrawDown:
     """A month's charges went down by ``amount`` after it was posted: undo that much of what
     the month drew, overage first, then the lots in the reverse of their drawing order (the
     lot drawn last gives back first), each at most what it gave the month. The returned
     ``drawn`` holds the negative amounts; a lot whose agreement has ended gets them back too,
-    and the posting expires them again with it."""
+    and the posting expires them again with it. With ``hour``, ``by_hour`` says so per hour."""
     if amount < 0:
         raise ValueError("give_back takes the amount the charges went down by, >= 0")
     if amount > sum(drawn.values()):
@@ -142,7 +148,8 @@ def give_back(drawn: Mapping[str | None, int], lots: Iterable[Lot], amount: int)
         if source is not None:  # not OVERAGE: a lot gets its credits back
             lot = left[source]
             left[source] = replace(lot, remaining=lot.remaining + part)
-    return DrawDown(back, tuple(sorted(left.values(), key=lambda lot: lot.priority)))
+    by_hour = tuple((hour, source, part) for source, part in back.items()) if hour else ()
+    return DrawDown(back, tuple(sorted(left.values(), key=lambda lot: lot.priority)), by_hour)
 
 
 def _round_half_even(value: Fraction) -> int:

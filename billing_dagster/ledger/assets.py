@@ -2,6 +2,7 @@
 
 import os
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,12 @@ from billing_dagster.sql import query
 def ledger_entries(context: dg.AssetExecutionContext, db: BillingDatabase) -> dg.MaterializeResult:
     """The month's postings in the double-entry ledger (business month in New York time,
     declared on the month's hourly priced postings). Per customer: one usage_post transaction
-    (debit credit_pool, credit credits_used) whose amount is rounded once, half-even, per price
-    line; when charges change after posting, an adjustment of only the difference. Agreements
-    that begin by the month's end load their credits (iaa_pop_start); those that end within it
-    expire what is left (iaa_pop_end). Re-running an unchanged month posts nothing; posted
-    rows are never changed."""
+    whose amount is rounded once, half-even, per price line (credit credits_used; debit the
+    lots of the agreements active in each hour, the one ending first first, and overage for
+    what no agreement covered); when charges change after posting, an adjustment of only the
+    difference, hour by hour. Agreements that begin by the month's end load their credits into
+    their own lot (iaa_pop_start); those that end within it expire what is left of their lot
+    (iaa_pop_end). Re-running an unchanged month posts nothing; posted rows never change."""
     month_start, month_end = utc_window(context.partition_time_window)
     month = business_month(context.partition_time_window)
     with db.connect() as conn:
@@ -95,15 +97,16 @@ def _posting_metadata(posted: PostedMonth) -> dict[str, Any]:
     & ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress(),
     check_specs=[dg.AssetCheckSpec(
         "customers_within_credits", asset="customer_balances",
-        description="No customer has used more credits than its agreements provide.")],
+        description="No customer has used more credits than its agreements provide: no "
+                    "overage.")],
 )
 def customer_balances(db: BillingDatabase) -> dg.MaterializeResult:
     """Every customer's balance per account, in microcredits and credits: credit_pool (paid
-    for, not used yet), credits_used, credits_expired and receivable. Read from the ledger;
-    a negative credit pool means the customer is over its credits."""
+    for, not used yet, over all its agreements' lots), credits_used, credits_expired,
+    receivable, and overage (usage no active agreement covered). Read from the ledger."""
     with db.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
         balances = cur.execute(query("customer_balances")).fetchall()
-    over = [b["customer_id"] for b in balances if b["credit_pool"] < 0]
+    over = [b["customer_id"] for b in balances if b["overage"] > 0 or b["credit_pool"] < 0]
     return dg.MaterializeResult(
         metadata={"customers": len(balances),
                   "balances": dg.MetadataValue.md(balances_table(balances))},
@@ -116,13 +119,13 @@ def customer_balances(db: BillingDatabase) -> dg.MaterializeResult:
 
 def balances_table(balances: list[dict[str, Any]]) -> str:
     def credits(microcredits: int) -> str:
-        return f"{microcredits / MICROCREDITS_PER_CREDIT:,.6f}"
+        return f"{Decimal(microcredits) / MICROCREDITS_PER_CREDIT:,.6f}"
 
-    lines = ["| customer | tier | credits left | credits used | credits expired | receivable |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["| customer | tier | credits left | credits used | credits expired | receivable "
+             "| overage |", "|---|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {b['customer_id']} | {b['tier']} | {credits(b['credit_pool'])} "
               f"| {credits(b['credits_used'])} | {credits(b['credits_expired'])} "
-              f"| {credits(b['receivable'])} |" for b in balances]
+              f"| {credits(b['receivable'])} | {credits(b['overage'])} |" for b in balances]
     return "\n".join(lines)
 
 

@@ -1,15 +1,18 @@
 -- name: ensure_accounts
--- Every customer has one account of every type.
-INSERT INTO billing.account (customer_id, account_type)
-SELECT c.id, t.name FROM billing.customer c CROSS JOIN billing.account_type t
-ON CONFLICT (customer_id, account_type) DO NOTHING;
+-- Every customer has one account of every type, and every agreement a credit_pool (its lot).
+INSERT INTO billing.account (customer_id, account_type, iaa_id)
+SELECT c.id, t.name, NULL FROM billing.customer c CROSS JOIN billing.account_type t
+ UNION ALL
+SELECT i.customer_id, 'credit_pool', i.id FROM billing.iaa i
+ON CONFLICT ON CONSTRAINT account_customer_type_agreement DO NOTHING;
 
 -- name: post_month_usage
 -- Post a business month's usage: per customer and price line, the month's quantity priced
 -- and rounded once (half-even), compared with what is already posted for that month. A
 -- customer with nothing posted gets a usage_post; one whose charges changed since gets an
--- adjustment of the difference. Unchanged customers get nothing. One statement, so it either
--- all happens or none of it; the balance trigger checks every transaction at commit.
+-- adjustment of the difference. Unchanged customers get nothing. This writes the transactions
+-- and their lines; their entries (which agreement's lot each hour draws from) follow in the
+-- same database transaction, and the balance trigger checks every transaction at commit.
 WITH current_lines AS (
     SELECT customer_id, resource_kind_id, microcredits_per_unit, unit,
            sum(quantity)::bigint AS quantity,
@@ -67,18 +70,6 @@ new_tx AS (
       LEFT JOIN prior USING (customer_id)
     RETURNING id, customer_id, transaction_type, idempotency_key
 ),
-entries AS (
-    INSERT INTO billing.ledger_entry (transaction_id, account_id, direction, amount_microcredits)
-    SELECT n.id, a.id,
-           CASE WHEN t.amount > 0 THEN side.direction ELSE -side.direction END,
-           abs(t.amount)
-      FROM new_tx n
-      JOIN totals t USING (customer_id)
-     CROSS JOIN (VALUES ('credit_pool', 1), ('credits_used', -1)) AS side (account_type, direction)
-      JOIN billing.account a
-        ON a.customer_id = n.customer_id AND a.account_type = side.account_type
-    RETURNING transaction_id
-),
 lines AS (
     INSERT INTO billing.posting_line
            (transaction_id, resource_kind_id, microcredits_per_unit, unit, quantity,
@@ -88,16 +79,16 @@ lines AS (
       JOIN diff d USING (customer_id)
     RETURNING transaction_id
 )
-SELECT n.customer_id, n.transaction_type, n.idempotency_key, t.amount AS amount_microcredits,
-       (SELECT count(*) FROM lines l WHERE l.transaction_id = n.id) AS lines,
-       (SELECT count(*) FROM entries e WHERE e.transaction_id = n.id) AS entries
+SELECT n.id AS transaction_id, n.customer_id, n.transaction_type, n.idempotency_key,
+       t.amount AS amount_microcredits,
+       (SELECT count(*) FROM lines l WHERE l.transaction_id = n.id) AS lines
   FROM new_tx n
   JOIN totals t USING (customer_id)
  ORDER BY n.customer_id;
 
 -- name: post_iaa_starts
 -- Load the credits of every agreement whose period of performance has begun by the end of
--- the month into its customer's credit pool (debit receivable, credit credit_pool), once.
+-- the month into its own lot (debit receivable, credit the agreement's credit_pool), once.
 WITH due AS (
     SELECT i.id, i.customer_id, i.credits_microcredits,
            lower(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York' AS starts_at
@@ -123,6 +114,8 @@ entries AS (
      CROSS JOIN (VALUES ('receivable', 1), ('credit_pool', -1)) AS side (account_type, direction)
       JOIN billing.account a
         ON a.customer_id = n.customer_id AND a.account_type = side.account_type
+       AND a.iaa_id IS NOT DISTINCT FROM
+           (CASE WHEN side.account_type = 'credit_pool' THEN d.id END)
     RETURNING transaction_id
 )
 SELECT n.customer_id, 'iaa_pop_start' AS transaction_type, n.idempotency_key,
@@ -133,11 +126,11 @@ SELECT n.customer_id, 'iaa_pop_start' AS transaction_type, n.idempotency_key,
  ORDER BY n.customer_id;
 
 -- name: post_iaa_ends
--- Expire what is left in the credit pool when an agreement's period of performance has ended
--- by the end of the month (debit credit_pool, credit credits_expired), once. What is left is
--- the pool's balance over the transactions effective before the end. (Months are posted in
--- order by the schedule; an agreement that ended before the first month ever posted expires
--- with that month.)
+-- Expire what is left in an agreement's lot when its period of performance has ended by the
+-- end of the month (debit its credit_pool, credit credits_expired), once. Only hours inside
+-- the period draw from the lot, so its balance is what is left. (Months are posted in order
+-- by the schedule; an agreement that ended before the first month ever posted expires with
+-- that month.)
 WITH due AS (
     SELECT i.id, i.customer_id,
            upper(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York' AS ends_at
@@ -148,13 +141,10 @@ WITH due AS (
                         WHERE t.idempotency_key = 'iaa_pop_end:' || i.id)
 ),
 remaining AS (
-    SELECT d.*, (SELECT coalesce(sum(e.amount_microcredits * e.direction * -1), 0)
-                   FROM billing.ledger_entry e
-                   JOIN billing.ledger_transaction t ON t.id = e.transaction_id
-                   JOIN billing.account a ON a.id = e.account_id
-                  WHERE a.customer_id = d.customer_id AND a.account_type = 'credit_pool'
-                    AND t.effective_at < d.ends_at)::bigint AS left_microcredits
+    SELECT d.*, b.balance_microcredits AS left_microcredits
       FROM due d
+      JOIN billing.account_balance b
+        ON b.customer_id = d.customer_id AND b.account_type = 'credit_pool' AND b.iaa_id = d.id
 ),
 new_tx AS (
     INSERT INTO billing.ledger_transaction
@@ -174,6 +164,8 @@ entries AS (
            AS side (account_type, direction)
       JOIN billing.account a
         ON a.customer_id = n.customer_id AND a.account_type = side.account_type
+       AND a.iaa_id IS NOT DISTINCT FROM
+           (CASE WHEN side.account_type = 'credit_pool' THEN r.id END)
     RETURNING transaction_id
 )
 SELECT n.customer_id, 'iaa_pop_end' AS transaction_type, n.idempotency_key,
@@ -182,6 +174,58 @@ SELECT n.customer_id, 'iaa_pop_end' AS transaction_type, n.idempotency_key,
   JOIN remaining r ON n.idempotency_key = 'iaa_pop_end:' || r.id
  WHERE EXISTS (SELECT 1 FROM entries e WHERE e.transaction_id = n.id)
  ORDER BY n.customer_id;
+
+-- name: month_hourly_charges
+-- A customer's exact charge per hour of a business month (priced, owned usage).
+SELECT hour_start, sum(amount_microcredits) AS amount
+  FROM billing.hourly_posting
+ WHERE customer_id = %(customer_id)s AND price_id IS NOT NULL
+   AND hour_start >= %(month_start)s AND hour_start < %(month_end)s
+ GROUP BY hour_start
+ ORDER BY hour_start;
+
+-- name: month_posted_total
+-- What a customer's posted lines of a business month add up to (usage posts and adjustments).
+SELECT coalesce(sum(l.amount_microcredits), 0)::bigint AS amount
+  FROM billing.ledger_transaction t
+  JOIN billing.posting_line l ON l.transaction_id = t.id
+ WHERE t.customer_id = %(customer_id)s AND t.business_month = %(business_month)s;
+
+-- name: month_draws
+-- What a customer's earlier postings of a business month drew, per hour and agreement (NULL:
+-- overage), net of what they gave back.
+SELECT d.hour_start, d.iaa_id, sum(d.amount_microcredits)::bigint AS amount
+  FROM billing.ledger_draw d
+  JOIN billing.ledger_transaction t ON t.id = d.transaction_id
+ WHERE t.customer_id = %(customer_id)s AND t.business_month = %(business_month)s
+ GROUP BY d.hour_start, d.iaa_id
+HAVING sum(d.amount_microcredits) <> 0;
+
+-- name: customer_lots
+-- A customer's agreements as lots: the period (UTC instants), what is left, whether expired.
+SELECT i.id AS iaa_id,
+       lower(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York' AS starts_at,
+       upper(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York' AS ends_at,
+       greatest(b.balance_microcredits, 0) AS remaining,
+       EXISTS (SELECT 1 FROM billing.ledger_transaction t
+                WHERE t.idempotency_key = 'iaa_pop_end:' || i.id) AS expired
+  FROM billing.iaa i
+  JOIN billing.account_balance b
+    ON b.customer_id = i.customer_id AND b.account_type = 'credit_pool' AND b.iaa_id = i.id
+ WHERE i.customer_id = %(customer_id)s;
+
+-- name: customer_accounts
+-- A customer's accounts: (type, agreement or NULL) -> id.
+SELECT account_type, iaa_id, id FROM billing.account WHERE customer_id = %(customer_id)s;
+
+-- name: insert_entry
+-- One entry of a usage transaction.
+INSERT INTO billing.ledger_entry (transaction_id, account_id, direction, amount_microcredits)
+VALUES (%(transaction_id)s, %(account_id)s, %(direction)s, %(amount)s);
+
+-- name: copy_draws
+-- What a usage transaction drew (or gave back) per hour and agreement.
+COPY billing.ledger_draw (transaction_id, hour_start, iaa_id, amount_microcredits) FROM STDIN
 
 -- name: ledger_imbalances
 -- Transactions whose entries do not sum to zero, and the whole ledger's net (should be none
@@ -210,7 +254,9 @@ SELECT c.id AS customer_id, c.name, c.tier,
        coalesce(sum(b.balance_microcredits) FILTER (WHERE b.account_type = 'credits_expired'),
                 0)::bigint AS credits_expired,
        coalesce(sum(b.balance_microcredits) FILTER (WHERE b.account_type = 'receivable'), 0)
-           ::bigint AS receivable
+           ::bigint AS receivable,
+       coalesce(sum(b.balance_microcredits) FILTER (WHERE b.account_type = 'overage'), 0)
+           ::bigint AS overage
   FROM billing.customer c
   LEFT JOIN billing.account_balance b ON b.customer_id = c.id
  GROUP BY c.id, c.name, c.tier

@@ -367,7 +367,8 @@ class _DagsterRuns:
 @contextmanager
 def catalog_directory(foundation: Foundation) -> Iterator[Path]:
     """The example catalog's tiers, kinds and prices, with customers owning every org of the
-    foundation (and the org the scenario creates mid-month), each with an agreement."""
+    foundation (and the org the scenario creates mid-month), each with an agreement (two of
+    them with a second, overlapping one)."""
     directory = Path(tempfile.mkdtemp(prefix="accuracy-catalog-"))
     try:
         for name in ("tiers.yaml", "resource_kinds.yaml", "prices.yaml"):
@@ -379,10 +380,15 @@ def catalog_directory(foundation: Foundation) -> Iterator[Path]:
         (directory / "customers.yaml").write_text(yaml.safe_dump({"customers": [
             {"id": c, "name": f"Agency {c[-1].upper()}", "tier": "giga", "orgs": owned[c]}
             for c in CUSTOMERS]}))
+        # Every customer has a large two-year agreement; two also hold a small one that ends
+        # mid-May, so May's hours draw from it first, exhaust it or see it expire.
         (directory / "iaas.yaml").write_text(yaml.safe_dump({"iaas": [
             {"id": f"IAA-{c.upper()}", "customer": c, "credits": 1_000_000,
              "pop_start": date(2024, 10, 1), "pop_end": date(2026, 9, 30)}
-            for c in CUSTOMERS]}))
+            for c in CUSTOMERS] + [
+            {"id": f"IAA-{c.upper()}-BRIDGE", "customer": c, "credits": credits,
+             "pop_start": date(2025, 4, 1), "pop_end": date(2025, 5, 14)}
+            for c, credits in ((CUSTOMERS[0], 40), (CUSTOMERS[1], 5000))]}))
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)

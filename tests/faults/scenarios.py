@@ -481,6 +481,8 @@ SCENARIOS: list[Scenario] = [
              tampering("tamper_update_posting_line", "append-only")),
     Scenario("TRUNCATE of the posted price lines", "tampering",
              tampering("tamper_truncate_posting_lines", "append-only")),
+    Scenario("UPDATE of what an hour drew from an agreement", "tampering",
+             tampering("tamper_update_draw", "append-only")),
     Scenario("DELETE of a landed usage event", "tampering",
              tampering("tamper_delete_usage_event", "append-only")),
     Scenario("UPDATE of a landed usage event", "tampering",

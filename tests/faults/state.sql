@@ -26,7 +26,8 @@ SELECT p.hour_start, p.org_guid, p.space_guid, p.customer_id, k.meter, k.natural
 -- name: ledger_rows
 -- Every ledger entry with its transaction's natural key.
 SELECT t.transaction_type, t.idempotency_key, t.customer_id, t.effective_at, t.business_month,
-       a.account_type, e.direction, e.amount_microcredits
+       a.account_type || coalesce(':' || a.iaa_id, '') AS account, e.direction,
+       e.amount_microcredits
   FROM billing.ledger_transaction t
   JOIN billing.ledger_entry e ON e.transaction_id = t.id
   JOIN billing.account a ON a.id = e.account_id
@@ -105,6 +106,10 @@ UPDATE billing.service_usage_event SET created_at = created_at + interval '1 hou
 
 -- name: tamper_truncate_observations
 TRUNCATE billing.observation;
+
+-- name: tamper_update_draw
+UPDATE billing.ledger_draw SET iaa_id = NULL
+ WHERE transaction_id = (SELECT min(transaction_id) FROM billing.ledger_draw);
 
 -- name: tamper_replication_role
 -- With replica role, ordinary triggers (the append-only ones) do not fire.
