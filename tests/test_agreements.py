@@ -99,16 +99,17 @@ def test_late_usage_draws_from_the_agreements_active_then_never_from_a_later_one
     assert late_february.drawn == {OVERAGE: 30 * CREDIT}  # only A was, and A has ended
 
 
-def test_a_month_whose_charges_went_down_gives_back_overage_first_then_the_last_lot_drawn():
+def test_an_hour_whose_charge_went_down_gives_back_overage_first_then_the_last_lot_drawn():
     a = agreement("A", date(2026, 1, 1), date(2026, 12, 31), 100)
     b = agreement("B", date(2026, 1, 1), date(2026, 6, 30), 50)
-    month = draw_down([a, b], [(ny(date(2026, 1, 15), 12), 170 * CREDIT)])
+    hour = ny(date(2026, 1, 15), 12)
+    month = draw_down([a, b], [(hour, 170 * CREDIT)])
     assert month.drawn == {"B": 50 * CREDIT, "A": 100 * CREDIT, OVERAGE: 20 * CREDIT}
-    back = give_back(month.drawn, month.lots, 45 * CREDIT)
+    back = give_back(month.drawn, month.lots, 45 * CREDIT, hour)
     assert back.drawn == {OVERAGE: -20 * CREDIT, "A": -25 * CREDIT}  # A was drawn after B
     assert {lot.agreement_id: lot.remaining for lot in back.lots} == {"B": 0, "A": 25 * CREDIT}
     with pytest.raises(ValueError, match="the month drew"):
-        give_back(month.drawn, month.lots, 171 * CREDIT)
+        give_back(month.drawn, month.lots, 171 * CREDIT, hour)
 
 
 def test_a_lot_must_end_after_it_starts():

@@ -17,7 +17,7 @@ result to, the ledger.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -52,20 +52,19 @@ class Lot:
 
 @dataclass(frozen=True)
 class DrawDown:
-    """What a month's charges drew: per agreement (``OVERAGE`` for what none covered), and the
-    lots as they stand afterwards."""
+    """What charges drew, per hour and agreement (``OVERAGE`` for what none covered; negative
+    for what was given back), and the lots as they stand afterwards."""
 
-    drawn: dict[str | None, int] = field(default_factory=dict)
-    lots: tuple[Lot, ...] = ()
-    by_hour: tuple[tuple[datetime, str | None, int], ...] = ()  # (hour, agreement, amount)
-
-    @property
-    def overage(self) -> int:
-        return self.drawn.get(OVERAGE, 0)
+    lots: tuple[Lot, ...]
+    by_hour: tuple[tuple[datetime, str | None, int], ...]  # (hour, agreement, amount)
 
     @property
-    def total(self) -> int:
-        return sum(self.drawn.values())
+    def drawn(self) -> dict[str | None, int]:
+        """The draws summed per agreement."""
+        total: dict[str | None, int] = {}
+        for _, source, amount in self.by_hour:
+            total[source] = total.get(source, 0) + amount
+        return total
 
 
 def hourly_integers(exact: Sequence[tuple[datetime, Fraction | Decimal | int]],
@@ -98,7 +97,6 @@ def draw_down(lots: Iterable[Lot], hourly: Iterable[tuple[datetime, int]]) -> Dr
     ending first first; what the active lots cannot cover is overage."""
     left = {lot.agreement_id: lot for lot in lots}
     ordered = sorted(left.values(), key=lambda lot: lot.priority)
-    drawn: dict[str | None, int] = {}
     by_hour: list[tuple[datetime, str | None, int]] = []
     for hour, charge in sorted(hourly, key=lambda h: h[0]):
         if charge < 0:
@@ -111,30 +109,27 @@ def draw_down(lots: Iterable[Lot], hourly: Iterable[tuple[datetime, int]]) -> Dr
                 continue
             take = min(charge, current.remaining)
             left[lot.agreement_id] = replace(current, remaining=current.remaining - take)
-            drawn[lot.agreement_id] = drawn.get(lot.agreement_id, 0) + take
             by_hour.append((hour, lot.agreement_id, take))
             charge -= take
         if charge:
-            drawn[OVERAGE] = drawn.get(OVERAGE, 0) + charge
             by_hour.append((hour, OVERAGE, charge))
-    return DrawDown(drawn, tuple(sorted(left.values(), key=lambda lot: lot.priority)),
-                    tuple(by_hour))
+    return DrawDown(_by_priority(left), tuple(by_hour))
 
 
 def give_back(drawn: Mapping[str | None, int], lots: Iterable[Lot], amount: int,
-              hour: datetime | None = None) -> DrawDown:
-    """A month's charges went down by ``amount`` after it was posted: undo that much of what
-    the month drew, overage first, then the lots in the reverse of their drawing order (the
-    lot drawn last gives back first), each at most what it gave the month. The returned
-    ``drawn`` holds the negative amounts; a lot whose agreement has ended gets them back too,
-    and the posting expires them again with it. With ``hour``, ``by_hour`` says so per hour."""
+              hour: datetime) -> DrawDown:
+    """The charge of ``hour`` went down by ``amount`` after it was posted: undo that much of
+    what it drew (``drawn``, per agreement), overage first, then the lots in the reverse of
+    their drawing order (the lot drawn last gives back first), each at most what it gave. The
+    result holds the negative amounts; a lot whose agreement has ended gets them back too, and
+    the posting expires them again with it."""
     if amount < 0:
         raise ValueError("give_back takes the amount the charges went down by, >= 0")
     if amount > sum(drawn.values()):
         raise ValueError(f"cannot give back {amount} microcredits: the month drew "
                          f"{sum(drawn.values())}")
     left = {lot.agreement_id: lot for lot in lots}
-    back: dict[str | None, int] = {}
+    back: list[tuple[datetime, str | None, int]] = []
     order: list[str | None] = [OVERAGE] + [lot.agreement_id for lot in sorted(
         left.values(), key=lambda lot: lot.priority, reverse=True)]
     for source in order:
@@ -143,13 +138,16 @@ def give_back(drawn: Mapping[str | None, int], lots: Iterable[Lot], amount: int,
         part = min(amount, drawn.get(source, 0))
         if part == 0:
             continue
-        back[source] = -part
+        back.append((hour, source, -part))
         amount -= part
         if source is not None:  # not OVERAGE: a lot gets its credits back
             lot = left[source]
             left[source] = replace(lot, remaining=lot.remaining + part)
-    by_hour = tuple((hour, source, part) for source, part in back.items()) if hour else ()
-    return DrawDown(back, tuple(sorted(left.values(), key=lambda lot: lot.priority)), by_hour)
+    return DrawDown(_by_priority(left), tuple(back))
+
+
+def _by_priority(lots: dict[str, Lot]) -> tuple[Lot, ...]:
+    return tuple(sorted(lots.values(), key=lambda lot: lot.priority))
 
 
 def _round_half_even(value: Fraction) -> int:
