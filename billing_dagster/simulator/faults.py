@@ -45,48 +45,47 @@ class Fault:
 
 
 class FaultQueue:
-    """Pending faults in the order they were injected, each with the requests it has left."""
+    """Pending faults in the order they were injected, each with the matching requests it
+    still lets through (its ``skip``) and the requests it has left to hit."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: list[tuple[Fault, int]] = []
-        self._skips: dict[int, int] = {}  # id(fault) -> matching requests still to let through
+        self._entries: list[tuple[Fault, int, int]] = []  # (fault, to let through, to hit)
         self.served = 0  # faulty replies served since the queue was made
 
     def add(self, fault: Fault, count: int) -> None:
         if count < 1:
             raise ValueError("count must be >= 1")
         with self._lock:
-            self._entries.append((fault, count))
-            self._skips[id(fault)] = fault.skip
+            self._entries.append((fault, fault.skip, count))
 
     def clear(self) -> int:
         """Drop every pending fault; returns how many requests they would still have hit."""
         with self._lock:
-            left = sum(count for _, count in self._entries)
+            left = sum(count for _, _, count in self._entries)
             self._entries.clear()
-            self._skips.clear()
             return left
 
     def take(self, path: str) -> Fault | None:
-        """The first pending fault whose prefix matches ``path``, using up one of its count."""
+        """The first pending fault whose prefix matches ``path``, using up one of its count
+        (or, while it still lets requests through, one of those: then None)."""
         with self._lock:
-            for index, (fault, count) in enumerate(self._entries):
+            for index, (fault, skip, count) in enumerate(self._entries):
                 if path.startswith(fault.path_prefix):
-                    if self._skips.get(id(fault), 0) > 0:
-                        self._skips[id(fault)] -= 1
+                    if skip > 0:
+                        self._entries[index] = (fault, skip - 1, count)
                         return None
                     self.served += 1
                     if count == 1:
                         del self._entries[index]
                     else:
-                        self._entries[index] = (fault, count - 1)
+                        self._entries[index] = (fault, 0, count - 1)
                     return fault
         return None
 
     def pending(self) -> list[dict[str, object]]:
         with self._lock:
-            return [{**asdict(fault), "count": count} for fault, count in self._entries]
+            return [{**asdict(fault), "count": count} for fault, _, count in self._entries]
 
 
 _SERVER_ERRORS: dict[str, tuple[int, str, int, str]] = {
