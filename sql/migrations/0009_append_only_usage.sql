@@ -17,18 +17,21 @@ CREATE TRIGGER posting_line_no_truncate
     BEFORE TRUNCATE ON billing.posting_line
     FOR EACH STATEMENT EXECUTE FUNCTION billing.refuse_ledger_change();
 
--- <table>_append_only refuses UPDATE and DELETE of a row, <table>_no_truncate refuses TRUNCATE.
-DO $$
-DECLARE
-    landed text;
+-- billing.make_append_only(table, refusal): trigger <table>_append_only refuses UPDATE and
+-- DELETE of any row of billing.<table>, <table>_no_truncate refuses TRUNCATE, both with the
+-- trigger function billing.<refusal>() (its message says what to do instead).
+CREATE PROCEDURE billing.make_append_only(tbl text, refusal text)
+LANGUAGE plpgsql AS $$
 BEGIN
-    FOREACH landed IN ARRAY ARRAY['app_usage_event', 'service_usage_event', 'observation'] LOOP
-        EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE ON billing.%I '
-                       'FOR EACH ROW EXECUTE FUNCTION billing.refuse_usage_change()',
-                       landed || '_append_only', landed);
-        EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON billing.%I '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION billing.refuse_usage_change()',
-                       landed || '_no_truncate', landed);
-    END LOOP;
+    EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE ON billing.%I '
+                   'FOR EACH ROW EXECUTE FUNCTION billing.%I()', tbl || '_append_only', tbl,
+                   refusal);
+    EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON billing.%I '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION billing.%I()', tbl || '_no_truncate', tbl,
+                   refusal);
 END;
 $$;
+
+CALL billing.make_append_only('app_usage_event', 'refuse_usage_change');
+CALL billing.make_append_only('service_usage_event', 'refuse_usage_change');
+CALL billing.make_append_only('observation', 'refuse_usage_change');

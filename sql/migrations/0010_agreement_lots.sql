@@ -24,13 +24,7 @@ CREATE TABLE billing.ledger_draw (
     amount_microcredits bigint NOT NULL CHECK (amount_microcredits <> 0),  -- < 0: given back
     UNIQUE NULLS NOT DISTINCT (transaction_id, hour_start, iaa_id)
 );
-CREATE INDEX ledger_draw_hour ON billing.ledger_draw (hour_start);
-CREATE TRIGGER ledger_draw_append_only
-    BEFORE UPDATE OR DELETE ON billing.ledger_draw
-    FOR EACH ROW EXECUTE FUNCTION billing.refuse_ledger_change();
-CREATE TRIGGER ledger_draw_no_truncate
-    BEFORE TRUNCATE ON billing.ledger_draw
-    FOR EACH STATEMENT EXECUTE FUNCTION billing.refuse_ledger_change();
+CALL billing.make_append_only('ledger_draw', 'refuse_ledger_change');
 
 CREATE OR REPLACE VIEW billing.account_balance AS
 SELECT a.id AS account_id, a.customer_id, a.account_type, t.normal_balance,
