@@ -1,5 +1,6 @@
 """Helpers shared by the tests (fixtures live in conftest.py)."""
 
+import socket
 from datetime import UTC, datetime
 
 from billing_dagster.cf.client import CloudFoundryClient, RetryPolicy
@@ -14,3 +15,10 @@ def cf_client(sim: Simulator, **options) -> CloudFoundryClient:
     options.setdefault("retry", RetryPolicy(max_attempts=3, backoff_seconds=0.01,
                                             max_wait_seconds=0.05))
     return CloudFoundryClient(sim.url, *SIM_CLIENT, **options)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,5 +1,4 @@
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from billing_dagster.settings import (
     redact_password,
     sqlalchemy_url,
 )
+from tests.support import free_port
 
 CWD = Path("/srv/billing")
 
@@ -80,15 +80,9 @@ def test_dagster_gets_a_psycopg2_url_and_logs_get_no_password():
     assert redact_password("postgresql://u:p@h/d") == "postgresql://u:***@h/d"
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_database_url_pointing_nowhere_is_an_error_naming_the_variable(monkeypatch):
     # Found by the fault campaign: the run failed with psycopg's bare "connection refused".
-    url = f"postgresql://billing:s3cret@127.0.0.1:{_closed_port()}/billing"
+    url = f"postgresql://billing:s3cret@127.0.0.1:{free_port()}/billing"
     monkeypatch.setenv("DATABASE_URL", url)
     with pytest.raises(ConfigError) as refused:
         BillingDatabase().connection_url()
@@ -101,7 +95,7 @@ def test_an_unreachable_cf_api_url_is_named_and_later_reads_fail_at_once():
     # Found by the fault campaign: the error did not name CF_API_URL, and every list of the
     # snapshot tried the dead root again with all its retries (42 s for one landing).
     waits: list[float] = []
-    with CloudFoundryClient(f"http://127.0.0.1:{_closed_port()}", "billing", "secret",
+    with CloudFoundryClient(f"http://127.0.0.1:{free_port()}", "billing", "secret",
                             retry=RetryPolicy(max_attempts=3, backoff_seconds=0.01),
                             sleep=waits.append) as client:
         with pytest.raises(CfApiError, match=r"\(CF_API_URL\)"):

@@ -80,8 +80,12 @@ class Meter(Protocol):
         ...
 
 
+def missing_field(exc: Exception) -> object:
+    """The field a record lacked (a KeyError's key), or the error itself."""
+    return exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+
+
 def malformed(record: str, read: int, exc: Exception) -> str:
     """The error of a listing that stopped at a record without a field it needs."""
-    missing = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
     return (f"malformed {record} record after {read} good ones: missing or invalid field "
-            f"{missing!r}; what was read before it is kept as a partial reading")
+            f"{missing_field(exc)!r}; what was read before it is kept as a partial reading")

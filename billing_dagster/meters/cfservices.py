@@ -17,6 +17,7 @@ from billing_dagster.meters.base import (
     ObservedKind,
     ObservedResource,
     malformed,
+    missing_field,
 )
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,9 @@ class CfServicesMeter:
             plan_error = f"service plans not read, plan names unknown: {exc}"
             log.warning("cfservices: %s", plan_error)
         except (KeyError, TypeError, ValueError) as exc:  # the same: one bad plan record
-            missing = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             plan_error = (f"service plans not used, plan names unknown: a record of "
-                          f"/v3/service_plans has no valid field {missing!r}; instances still "
-                          "count, on stub plans until a later read names them")
+                          f"/v3/service_plans has no valid field {missing_field(exc)!r}; "
+                          "instances still count, on stub plans until a later read names them")
             log.warning("cfservices: %s", plan_error)
 
         observed: list[ObservedResource] = []

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import sql
@@ -36,12 +37,13 @@ from psycopg.rows import dict_row
 from billing_dagster.catalog import load_catalog, read_catalog
 from billing_dagster.database import connect
 from billing_dagster.migrate import migrate
+from billing_dagster.partitions import BUSINESS_TIMEZONE
 from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.sql import copy_rows, queries_in
 from tests.accuracy import harness
 from tests.faults.points import FaultPoints
 from tests.faults.server import CampaignPostgres
-from tests.faults.steps import CLIENT, NEW_YORK, Step, run_step
+from tests.faults.steps import CLIENT, Step, run_step
 
 log = logging.getLogger("faults")
 SQL = queries_in(Path(__file__).with_name("state.sql"))
@@ -70,7 +72,7 @@ class Timeline:
 
     @property
     def month(self) -> date:
-        return self.start.astimezone(NEW_YORK).date().replace(day=1)
+        return self.start.astimezone(ZoneInfo(BUSINESS_TIMEZONE)).date().replace(day=1)
 
     def steps(self) -> list[Step]:
         def land(at: datetime) -> Step:

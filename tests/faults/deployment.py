@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.faults.server import free_port
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's dagster-webserver and dagster-daemon

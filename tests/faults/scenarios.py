@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from billing_dagster.catalog import CatalogError, load_catalog, read_catalog
 from billing_dagster.jobs import hours_to_meter
 from billing_dagster.partitions import hourly_keys_between, hourly_partitions, utc_window
+from billing_dagster.settings import sqlalchemy_url
 from tests.faults.campaign import (
     HOUR,
     SQL,
@@ -33,8 +34,8 @@ from tests.faults.campaign import (
     World,
 )
 from tests.faults.deployment import Deployment
-from tests.faults.server import free_port
 from tests.faults.steps import CLIENT, Step
+from tests.support import free_port
 
 
 def _indices(timeline: Timeline, kind: str) -> list[int]:
@@ -369,9 +370,7 @@ def daemon_killed_mid_backfill(w: World, baseline: Baseline,
         if step.kind == "land":
             w.run(step)
     storage, storage_url = w.lab.new_database(template="template0")
-    params = conninfo_to_dict(storage_url)
-    deployment = Deployment(_good_env(w), f"postgresql+psycopg2://{params['user']}@"
-                                          f"{params['host']}:{params['port']}/{params['dbname']}")
+    deployment = Deployment(_good_env(w), sqlalchemy_url(_as_url(storage_url)))
     keys = hourly_keys_between(t.start, t.end)
     detail = f"killed at '{phase}'"
     try:

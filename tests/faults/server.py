@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from psycopg.conninfo import make_conninfo
+
+from tests.support import free_port
 
 
 def find_bindir() -> Path:
@@ -37,12 +38,6 @@ def find_bindir() -> Path:
     raise RuntimeError("no PostgreSQL server binaries (initdb, pg_ctl) found under "
                        "/usr/lib/postgresql/*/bin or pg_config --bindir: install the Debian "
                        "package postgresql-15 to run the fault campaign")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -9,20 +9,19 @@ worker process it can kill (``tests.faults.worker``); both go through these func
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from billing_dagster.cf.client import CloudFoundryClient, RetryPolicy
 from billing_dagster.database import connect
 from billing_dagster.ledger.posting import post_month
 from billing_dagster.meters import METERS, STREAMS
+from billing_dagster.partitions import monthly_partitions, utc_window
 from billing_dagster.pricing.postings import price_window
 from billing_dagster.usage.events import land_events
 from billing_dagster.usage.measurements import derive_window
 from billing_dagster.usage.snapshot import land_snapshot, take_snapshot
 
-NEW_YORK = ZoneInfo("America/New_York")
 CLIENT = ("billing", "billing-secret")
 # Quick retries: the campaign's faults are short, and a test must not sleep for minutes.
 RETRY = RetryPolicy(max_attempts=4, backoff_seconds=0.05, max_wait_seconds=1.0)
@@ -63,13 +62,6 @@ class Step:
                    timeout_seconds=d["timeout_seconds"], **moments)
 
 
-def month_bounds(month: date) -> tuple[datetime, datetime]:
-    """The UTC instants of a New York business month."""
-    following = date(month.year + month.month // 12, month.month % 12 + 1, 1)
-    return (datetime.combine(month, time(), NEW_YORK).astimezone(UTC),
-            datetime.combine(following, time(), NEW_YORK).astimezone(UTC))
-
-
 def run_step(step: Step, database_url: str, cf_url: str) -> None:
     """Do the step as its Dagster run would: every write in the project's own transactions."""
     with connect(database_url) as conn:
@@ -88,6 +80,7 @@ def run_step(step: Step, database_url: str, cf_url: str) -> None:
             price_window(conn, step.start, step.end)
         elif step.kind == "post":
             assert step.month is not None
-            post_month(conn, step.month, *month_bounds(step.month))
+            post_month(conn, step.month, *utc_window(
+                monthly_partitions.time_window_for_partition_key(f"{step.month:%Y-%m}")))
         else:
             raise ValueError(f"unknown step kind {step.kind!r}")
