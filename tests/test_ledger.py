@@ -26,8 +26,8 @@ MONTH_HOUR_SECONDS = 730 * 3600
 def acme(conn: psycopg.Connection) -> psycopg.Connection:
     conn.execute("INSERT INTO billing.tier (name, credits_per_month) VALUES ('micro', 250)")
     conn.execute("INSERT INTO billing.customer (id, name, tier) VALUES ('acme', 'Acme', 'micro')")
-    conn.execute("INSERT INTO billing.customer_org (org_name, customer_id) "
-                 "VALUES ('acme-org', 'acme')")
+    conn.execute("INSERT INTO billing.org_ownership (org_guid, customer_id, valid_during) "
+                 "VALUES ('org-1', 'acme', '(,)')")
     conn.commit()
     return conn
 

@@ -40,7 +40,8 @@ START, END = utc_window(MARCH)
 def held(conn, db_url):
     """Acme used app memory for 3 hours of March 2025 with no price in the catalog yet."""
     conn.execute("INSERT INTO billing.customer (id, name) VALUES ('acme', 'Acme')")
-    conn.execute("INSERT INTO billing.customer_org VALUES ('acme-org', 'acme')")
+    conn.execute("INSERT INTO billing.org_ownership (org_guid, customer_id, valid_during) "
+                 "VALUES ('org-1', 'acme', '(,)')")
     conn.commit()
     run_app(conn, "a", 2, START + timedelta(hours=5), START + timedelta(hours=8))
     derive_window(conn, START, END)

@@ -2,8 +2,9 @@
 
 An agreement (IAA) puts its credits in a lot of its own. The charge of an hour draws from the
 lots of that customer's agreements active at that hour, the one ending first first (then the
-one that started first, then by id), each only as far as it has credits left; what no active
-lot can cover is overage. An agreement's expiry takes its own lot's remainder, nothing else.
+one that started first, then by id), each only as far as it has credits left that had arrived
+by that hour (a modification's credits arrive on its effective date); what no active lot can
+cover is overage. An agreement's expiry takes its own lot's remainder, nothing else.
 
 Money stays integer: a month's charge is posted as its price lines rounded once
 (``post_month_usage``); ``hourly_integers`` spreads that integer total over the month's hours in
@@ -33,6 +34,9 @@ class Lot:
     starts_at: datetime  # UTC, the first instant of the period of performance
     ends_at: datetime  # UTC, the instant after its last day (midnight in New York)
     remaining: int  # microcredits left in the lot
+    # credits the lot holds that arrived later than its start (a modification adding credits),
+    # as (instant, microcredits): an hour before that instant cannot draw them
+    arrivals: tuple[tuple[datetime, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.ends_at <= self.starts_at:
@@ -43,6 +47,14 @@ class Lot:
 
     def active_at(self, moment: datetime) -> bool:
         return self.starts_at <= moment < self.ends_at
+
+    def available_at(self, moment: datetime) -> int:
+        """What an hour starting at ``moment`` can draw: the lot's credits less those that
+        arrive after it."""
+        if not self.active_at(moment):
+            return 0
+        later = sum(amount for at, amount in self.arrivals if at > moment and amount > 0)
+        return max(0, self.remaining - later)
 
     @property
     def priority(self) -> tuple[datetime, datetime, str]:
@@ -105,9 +117,10 @@ def draw_down(lots: Iterable[Lot], hourly: Iterable[tuple[datetime, int]]) -> Dr
             if charge == 0:
                 break
             current = left[lot.agreement_id]
-            if not current.active_at(hour) or current.remaining == 0:
+            available = current.available_at(hour)
+            if available == 0:
                 continue
-            take = min(charge, current.remaining)
+            take = min(charge, available)
             left[lot.agreement_id] = replace(current, remaining=current.remaining - take)
             by_hour.append((hour, lot.agreement_id, take))
             charge -= take

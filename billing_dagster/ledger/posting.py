@@ -35,8 +35,9 @@ class PostedMonth:
 
 def post_month(conn: psycopg.Connection, business_month: date, month_start: datetime,
                month_end: datetime) -> PostedMonth:
-    """Post the agreements that began by the month's end, the month's usage (or the change
-    since it was posted), and the expiry of agreements that ended within it.
+    """Post the agreements that began by the month's end and the modifications effective by
+    then, the month's usage (or the change since it was posted), and the expiry of agreements
+    that ended within it.
 
     ``month_start``/``month_end`` are the UTC instants of the New York month. Running it again
     posts nothing new unless the month's charges changed; two runs at once serialise on an
@@ -48,7 +49,8 @@ def post_month(conn: psycopg.Connection, business_month: date, month_start: date
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('billing.ledger'))")
         cur.execute(query("ensure_accounts"))
-        for name in ("post_iaa_starts", "post_month_usage", "post_iaa_ends"):
+        for name in ("post_iaa_starts", "post_iaa_modifications", "post_month_usage",
+                     "post_iaa_ends"):
             cur.execute(query(name), params)
             rows = cur.fetchall()
             if name == "post_month_usage":
@@ -74,7 +76,8 @@ def _draw_entries(cur: psycopg.Cursor[dict[str, Any]], transaction_id: int, cust
         before[r["hour_start"]][r["iaa_id"]] = r["amount"]
     rows = cur.execute(query("customer_lots"), at).fetchall()
     expired = {r["iaa_id"] for r in rows if r["expired"]}
-    lots = [Lot(r["iaa_id"], r["starts_at"], r["ends_at"], 0 if r["expired"] else r["remaining"])
+    lots = [Lot(r["iaa_id"], r["starts_at"], r["ends_at"], 0 if r["expired"] else r["remaining"],
+                tuple((datetime.fromisoformat(at), amount) for at, amount in r["arrivals"]))
             for r in rows]
     change = {hour: spread.get(hour, 0) - sum(before.get(hour, {}).values())
               for hour in set(spread) | set(before)}

@@ -126,19 +126,17 @@ SELECT n.customer_id, 'iaa_pop_start' AS transaction_type, n.idempotency_key,
  ORDER BY n.customer_id;
 
 -- name: post_iaa_ends
--- Expire what is left in an agreement's lot when its period of performance has ended by the
--- end of the month (debit its credit_pool, credit credits_expired), once. Only hours inside
+-- Expire what is left in an agreement's lot when its period of performance (as modified) has
+-- ended by the end of the month (debit its credit_pool, credit credits_expired), once. Only hours inside
 -- the period draw from the lot, so its balance is what is left. (Months are posted in order
 -- by the schedule; an agreement that ended before the first month ever posted expires with
 -- that month.)
 WITH due AS (
-    SELECT i.id, i.customer_id,
-           upper(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York' AS ends_at
-      FROM billing.iaa i
-     WHERE upper(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York'
-           <= %(month_end)s
+    SELECT a.id, a.customer_id, a.ends_at
+      FROM billing.agreement a
+     WHERE a.ends_at <= %(month_end)s
        AND NOT EXISTS (SELECT 1 FROM billing.ledger_transaction t
-                        WHERE t.idempotency_key = 'iaa_pop_end:' || i.id)
+                        WHERE t.idempotency_key = 'iaa_pop_end:' || a.id)
 ),
 remaining AS (
     SELECT d.*, b.balance_microcredits AS left_microcredits
@@ -175,6 +173,52 @@ SELECT n.customer_id, 'iaa_pop_end' AS transaction_type, n.idempotency_key,
  WHERE EXISTS (SELECT 1 FROM entries e WHERE e.transaction_id = n.id)
  ORDER BY n.customer_id;
 
+-- name: post_iaa_modifications
+-- Post every agreement modification that adds or removes credits and is effective by the end
+-- of the month, once, as its own transaction: credits added debit receivable and credit the
+-- agreement's lot; credits removed the reverse. (A modification that only moves the period's
+-- end posts nothing: the lot expires at the new end.)
+WITH due AS (
+    SELECT m.iaa_id, m.id, i.customer_id, m.credits_microcredits,
+           m.effective::timestamp AT TIME ZONE 'America/New_York' AS effective_at,
+           'iaa_modification:' || m.iaa_id || ':' || m.id AS idempotency_key
+      FROM billing.iaa_modification m
+      JOIN billing.iaa i ON i.id = m.iaa_id
+     WHERE m.effective::timestamp AT TIME ZONE 'America/New_York' < %(month_end)s
+       AND m.credits_microcredits <> 0
+       AND NOT EXISTS (SELECT 1 FROM billing.ledger_transaction t
+                        WHERE t.idempotency_key = 'iaa_modification:' || m.iaa_id || ':' || m.id)
+),
+new_tx AS (
+    INSERT INTO billing.ledger_transaction
+           (transaction_type, idempotency_key, customer_id, effective_at, description)
+    SELECT 'iaa_modification', d.idempotency_key, d.customer_id, d.effective_at,
+           'modification ' || d.id || ' of agreement ' || d.iaa_id || ': '
+           || abs(d.credits_microcredits) || ' microcredits '
+           || CASE WHEN d.credits_microcredits > 0 THEN 'added' ELSE 'removed' END
+      FROM due d
+    RETURNING id, idempotency_key
+),
+entries AS (
+    INSERT INTO billing.ledger_entry (transaction_id, account_id, direction, amount_microcredits)
+    SELECT n.id, a.id, side.direction * sign(d.credits_microcredits)::smallint,
+           abs(d.credits_microcredits)
+      FROM new_tx n
+      JOIN due d USING (idempotency_key)
+     CROSS JOIN (VALUES ('receivable', 1), ('credit_pool', -1)) AS side (account_type, direction)
+      JOIN billing.account a
+        ON a.customer_id = d.customer_id AND a.account_type = side.account_type
+       AND a.iaa_id IS NOT DISTINCT FROM
+           (CASE WHEN side.account_type = 'credit_pool' THEN d.iaa_id END)
+    RETURNING transaction_id
+)
+SELECT d.customer_id, 'iaa_modification' AS transaction_type, d.idempotency_key,
+       d.credits_microcredits AS amount_microcredits
+  FROM new_tx n
+  JOIN due d USING (idempotency_key)
+ WHERE EXISTS (SELECT 1 FROM entries e WHERE e.transaction_id = n.id)
+ ORDER BY d.customer_id, d.idempotency_key;
+
 -- name: month_hourly_charges
 -- A customer's exact charge per hour of a business month (priced, owned usage).
 SELECT hour_start, sum(amount_microcredits) AS amount
@@ -202,17 +246,24 @@ SELECT d.hour_start, d.iaa_id, sum(d.amount_microcredits)::bigint AS amount
 HAVING sum(d.amount_microcredits) <> 0;
 
 -- name: customer_lots
--- A customer's agreements as lots: the period (UTC instants), what is left, whether expired.
-SELECT i.id AS iaa_id,
-       lower(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York' AS starts_at,
-       upper(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York' AS ends_at,
+-- A customer's agreements as lots: the period as modified (UTC instants), what is left,
+-- whether expired, and the credits its posted modifications added, with the instant each
+-- arrived (an hour draws only credits that had arrived by then).
+SELECT a.id AS iaa_id, a.starts_at, a.ends_at,
        greatest(b.balance_microcredits, 0) AS remaining,
        EXISTS (SELECT 1 FROM billing.ledger_transaction t
-                WHERE t.idempotency_key = 'iaa_pop_end:' || i.id) AS expired
-  FROM billing.iaa i
+                WHERE t.idempotency_key = 'iaa_pop_end:' || a.id) AS expired,
+       coalesce((SELECT jsonb_agg(jsonb_build_array(
+                            m.effective::timestamp AT TIME ZONE 'America/New_York',
+                            m.credits_microcredits) ORDER BY m.effective, m.id)
+                   FROM billing.iaa_modification m
+                   JOIN billing.ledger_transaction t
+                     ON t.idempotency_key = 'iaa_modification:' || m.iaa_id || ':' || m.id
+                  WHERE m.iaa_id = a.id AND m.credits_microcredits > 0), '[]') AS arrivals
+  FROM billing.agreement a
   JOIN billing.account_balance b
-    ON b.customer_id = i.customer_id AND b.account_type = 'credit_pool' AND b.iaa_id = i.id
- WHERE i.customer_id = %(customer_id)s;
+    ON b.customer_id = a.customer_id AND b.account_type = 'credit_pool' AND b.iaa_id = a.id
+ WHERE a.customer_id = %(customer_id)s;
 
 -- name: customer_accounts
 -- A customer's accounts: (type, agreement or NULL) -> id.

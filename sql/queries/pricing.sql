@@ -4,24 +4,25 @@ DELETE FROM billing.hourly_posting
  WHERE hour_start >= %(window_start)s AND hour_start < %(window_end)s;
 
 -- name: derive_postings
--- Price every measurement of the window at the price valid at the start of its hour and roll
--- it up per hour, space, org, customer, resource kind and price. Unpriced usage and usage of orgs
--- with no customer are kept with NULL price or customer.
+-- Price every measurement of the window at the price valid at the start of its hour, charge it
+-- to the customer that owns its org (by guid) at that hour, and roll it up per hour, space,
+-- org, customer, resource kind and price. Unpriced usage and usage of orgs with no owner are
+-- kept with NULL price or customer.
 INSERT INTO billing.hourly_posting
        (hour_start, org_guid, space_guid, customer_id, resource_kind_id, price_id,
         microcredits_per_unit, unit, quantity, amount_microcredits, resources)
-SELECT m.hour_start, o.guid, r.space_guid, co.customer_id, m.resource_kind_id, p.id,
+SELECT m.hour_start, sp.org_guid, r.space_guid, ow.customer_id, m.resource_kind_id, p.id,
        p.microcredits_per_unit, p.unit, sum(m.value),
        sum(m.value)::numeric * p.microcredits_per_unit / p.unit, count(*)
   FROM billing.hourly_measurement m
   JOIN billing.resource r ON r.id = m.resource_id
   LEFT JOIN billing.cf_space sp ON sp.guid = r.space_guid
-  LEFT JOIN billing.cf_org o ON o.guid = sp.org_guid
-  LEFT JOIN billing.customer_org co ON co.org_name = o.name
+  LEFT JOIN billing.org_ownership ow
+         ON ow.org_guid = sp.org_guid AND ow.valid_during @> m.hour_start
   LEFT JOIN billing.price p
          ON p.resource_kind_id = m.resource_kind_id AND p.valid_during @> m.hour_start
  WHERE m.hour_start >= %(window_start)s AND m.hour_start < %(window_end)s
- GROUP BY m.hour_start, o.guid, r.space_guid, co.customer_id, m.resource_kind_id, p.id,
+ GROUP BY m.hour_start, sp.org_guid, r.space_guid, ow.customer_id, m.resource_kind_id, p.id,
           p.microcredits_per_unit, p.unit;
 
 -- name: postings_by_customer
@@ -85,14 +86,15 @@ SELECT n.reason, k.meter, k.natural_id, k.name, n.first_hour, n.last_hour, n.hou
 SELECT id, loaded_at, checksum FROM billing.catalog_load WHERE id > %(after_id)s ORDER BY id;
 
 -- name: hours_to_reprice
--- Hours with postings that a catalog load may have changed: their price changed, or their org
--- moved to another customer. Held hours whose gap a load filled are among them.
+-- Hours with postings that a catalog load may have changed: their price changed, or their
+-- org's owner changed at that hour. Held hours whose gap a load filled are among them.
 SELECT DISTINCT hp.hour_start
   FROM billing.hourly_posting hp
   JOIN billing.catalog_load cl ON cl.id > %(after_id)s AND cl.id <= %(up_to_id)s
-  LEFT JOIN billing.cf_org o ON o.guid = hp.org_guid
  WHERE cl.changed_prices @> hp.hour_start
-    OR o.name = ANY (cl.changed_orgs)
+    OR EXISTS (SELECT 1 FROM billing.ownership_change oc
+                WHERE oc.catalog_load_id = cl.id AND oc.org_guid = hp.org_guid
+                  AND oc.changed @> hp.hour_start)
  ORDER BY hp.hour_start;
 
 -- name: unknown_kinds_for_review
