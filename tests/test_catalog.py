@@ -30,8 +30,8 @@ from tests.support import SIM_START
 
 GIB_MONTH = 1024 * 730 * 3600  # MiB-seconds of 1 GiB for a 730-hour month
 START_2025 = datetime(2025, 1, 1, 5, tzinfo=UTC)  # 2025-01-01 00:00 America/New_York
-CATALOG_TABLES = ("tier", "customer", "customer_org", "resource_kind", "price", "iaa",
-                  "catalog_load")
+CATALOG_TABLES = ("tier", "customer", "customer_tier", "org_ownership", "resource_kind", "price",
+                  "iaa", "iaa_modification", "catalog_load", "ownership_change")
 Data = dict[str, Any]
 
 
@@ -60,6 +60,24 @@ def price(data: Data, kind: str) -> Data:
 
 def customer(data: Data, customer_id: str) -> Data:
     return next(c for c in data["customers"] if c["id"] == customer_id)
+
+
+# the demo foundation's orgs (seed 7) by name
+ORG = {org.name: guid for guid, org in Foundation(
+    seed=7, apps=200, service_instances=80, start=SIM_START, evolve=False).organizations.items()}
+
+
+def org(name: str, **period: object) -> Data:
+    """An org entry of customers.yaml: by guid, with its name as the alias."""
+    return {"guid": ORG[name], "name": name, **period}
+
+
+def take_org(data: Data, customer_id: str, name: str) -> Data:
+    """Remove the org named ``name`` from a customer's entry; return its entry."""
+    orgs = customer(data, customer_id)["orgs"]
+    found = next(o for o in orgs if o["name"] == name)
+    orgs.remove(found)
+    return found
 
 
 def table_contents(conn: psycopg.Connection) -> dict[str, list[str]]:
@@ -103,16 +121,18 @@ def test_the_example_prices_every_simulated_plan_but_two_and_maps_all_orgs_but_o
     assert left_out == {"aws-rds/small-psql-redundant", "external-domain/domain-with-org-lb"}
     used = {plan_names[s.plan_guid] for s in demo.service_instances.values() if s.plan_guid}
     assert left_out <= used
-    orgs = {org.name for org in demo.organizations.values()}
-    assert len(orgs) == 8
-    assert orgs - set(catalog.orgs) == {"ftc-analytics-8"}
-    assert set(catalog.orgs) <= orgs
+    assert len(demo.organizations) == 8
+    owned = {o.guid: o.alias for _, o in catalog.ownerships}
+    assert set(demo.organizations) - set(owned) == {ORG["ftc-analytics-8"]}
+    assert all(demo.organizations[guid].name == alias for guid, alias in owned.items())
     tiers = {t.name: t.credits_per_month for t in catalog.tiers}
     for c in catalog.customers:
         agreements = [i for i in catalog.iaas if i.customer == c.id]
         assert [(i.pop_start, i.pop_end) for i in agreements] == [
             (date(2025, 10, 1), date(2026, 9, 30)), (date(2026, 10, 1), date(2027, 9, 30))]
-        assert all(i.credits == tiers[c.tier] * 12 for i in agreements)
+        for i in agreements:  # a year of the tier in effect when the agreement starts
+            tier = [t.tier for t in c.tiers if t.valid_from is None or t.valid_from <= i.pop_start]
+            assert i.credits == tiers[tier[-1]] * 12
 
 
 def test_the_example_catalog_loads_and_loading_it_again_is_a_no_op(conn):
@@ -122,11 +142,28 @@ def test_the_example_catalog_loads_and_loading_it_again_is_a_no_op(conn):
             first.iaas) == (13, 4, 7, len(catalog.resource_kinds), len(catalog.prices), 8)
     assert not first.unchanged
     assert first.changed_prices == [(START_2025, None)]
-    assert first.changed_orgs == sorted(catalog.orgs)
+    assert first.changed_orgs == sorted(o.guid for _, o in catalog.ownerships)
     counts = {table: len(rows) for table, rows in table_contents(conn).items()}
-    assert counts == {"tier": 13, "customer": 4, "customer_org": 7,
+    assert counts == {"tier": 13, "customer": 4, "customer_tier": 5, "org_ownership": 7,
                       "resource_kind": len(catalog.resource_kinds),  # app memory existed
-                      "price": len(catalog.prices), "iaa": 8, "catalog_load": 1}
+                      "price": len(catalog.prices), "iaa": 8, "iaa_modification": 1,
+                      "catalog_load": 1, "ownership_change": 7}
+    assert conn.execute(
+        "SELECT tier, valid_during FROM billing.customer_tier WHERE customer_id = 'gsa-tts' "
+        "ORDER BY valid_during").fetchall() == [
+        ("milli", Range(date(2025, 10, 1), date(2026, 10, 1), "[)")),
+        ("centi", Range(date(2026, 10, 1), None, "[)"))]
+    assert conn.execute("SELECT tier FROM billing.customer WHERE id = 'gsa-tts'"
+                        ).fetchone() == ("centi",)
+    assert conn.execute(
+        "SELECT customer_id, alias, valid_during FROM billing.org_ownership WHERE org_guid = %s",
+        (ORG["nasa-catalog-7"],)).fetchone() == ("nasa", "nasa-catalog-7", Range(None, None))
+    assert conn.execute(
+        "SELECT id, effective, credits_microcredits, pop_end FROM billing.iaa_modification "
+        "WHERE iaa_id = 'IAA-EPA-FY26'").fetchall() == [
+        ("P00001", date(2026, 6, 1), 500 * 1_000_000, None)]
+    assert conn.execute("SELECT credits_microcredits FROM billing.agreement "
+                        "WHERE id = 'IAA-EPA-FY26'").fetchone() == (3500 * 1_000_000,)
     assert conn.execute(
         "SELECT customer_id, credits_microcredits, period_of_performance FROM billing.iaa "
         "WHERE id = 'IAA-EPA-FY26'").fetchone() == (
@@ -185,25 +222,57 @@ def test_a_changed_price_reports_exactly_the_range_it_changed(conn, tmp_path):
     assert kept == {name: i for name, i in ids.items() if name != "App memory"}
 
 
+def changed_instants(conn: psycopg.Connection, load_id: int) -> dict[str, list[tuple]]:
+    rows = conn.execute("SELECT org_guid, changed FROM billing.ownership_change "
+                        "WHERE catalog_load_id = %s", (load_id,))
+    return {guid: [(r.lower, r.upper) for r in changed] for guid, changed in rows}
+
+
 def test_a_moved_org_and_a_newly_mapped_org_are_the_changed_orgs(conn, tmp_path):
     load_catalog(conn, read_catalog(EXAMPLE_CATALOG))
     directory = copy_of_example(tmp_path)
 
     def move(data: Data) -> None:
-        customer(data, "nasa")["orgs"].remove("nasa-catalog-7")
-        customer(data, "doi")["orgs"].append("nasa-catalog-7")
-        customer(data, "gsa-tts")["orgs"].remove("fec-analytics-5")  # now mapped to no one
-        customer(data, "epa")["orgs"].append("ftc-analytics-8")
+        customer(data, "doi")["orgs"].append(take_org(data, "nasa", "nasa-catalog-7"))
+        take_org(data, "gsa-tts", "fec-analytics-5")  # now owned by no one
+        customer(data, "epa")["orgs"].append(org("ftc-analytics-8"))
 
     edit(directory, "customers.yaml", move)
     load = load_catalog(conn, read_catalog(directory))
-    assert load.changed_orgs == ["fec-analytics-5", "ftc-analytics-8", "nasa-catalog-7"]
+    moved = [ORG[name] for name in ("fec-analytics-5", "ftc-analytics-8", "nasa-catalog-7")]
+    assert load.changed_orgs == sorted(moved)
+    assert changed_instants(conn, load.catalog_load_id) == {
+        guid: [(None, None)] for guid in moved}  # for all time
     assert load.changed_prices == []
     assert not load.unchanged
-    mapping = dict(conn.execute("SELECT org_name, customer_id FROM billing.customer_org"))
-    assert mapping["nasa-catalog-7"] == "doi" and mapping["ftc-analytics-8"] == "epa"
-    assert "fec-analytics-5" not in mapping
+    owners = dict(conn.execute("SELECT org_guid, customer_id FROM billing.org_ownership"))
+    assert owners[ORG["nasa-catalog-7"]] == "doi" and owners[ORG["ftc-analytics-8"]] == "epa"
+    assert ORG["fec-analytics-5"] not in owners
     assert conn.execute("SELECT count(*) FROM billing.catalog_load").fetchone()[0] == 2
+
+
+def test_an_org_moved_on_a_date_changes_only_the_instants_from_that_date(conn, tmp_path):
+    load_catalog(conn, read_catalog(EXAMPLE_CATALOG))
+    directory = copy_of_example(tmp_path)
+    moved_on = date(2026, 3, 15)  # midnight New York: 04:00 UTC (EDT began on March 8)
+
+    def move(data: Data) -> None:
+        nasa = customer(data, "nasa")["orgs"]
+        nasa[0]["valid_to"] = moved_on
+        customer(data, "doi")["orgs"].append(org("nasa-catalog-7", valid_from=moved_on))
+        customer(data, "epa")["orgs"][0]["name"] = "epa-forms-renamed"  # an alias: no change
+
+    edit(directory, "customers.yaml", move)
+    load = load_catalog(conn, read_catalog(directory))
+    at = datetime(2026, 3, 15, 4, tzinfo=UTC)
+    assert load.changed_orgs == [ORG["nasa-catalog-7"]]
+    assert changed_instants(conn, load.catalog_load_id) == {ORG["nasa-catalog-7"]: [(at, None)]}
+    assert conn.execute(
+        "SELECT customer_id, valid_during FROM billing.org_ownership WHERE org_guid = %s "
+        "ORDER BY valid_during", (ORG["nasa-catalog-7"],)).fetchall() == [
+        ("nasa", Range(None, at, "[)")), ("doi", Range(at, None, "[)"))]
+    assert conn.execute("SELECT alias FROM billing.org_ownership WHERE org_guid = %s",
+                        (ORG["epa-forms-1"],)).fetchone() == ("epa-forms-renamed",)
 
 
 # --- bad catalogs -----------------------------------------------------------------------------
@@ -264,9 +333,59 @@ BAD_EDITS: list[tuple[str, str, Callable[[Data], object], list[str]]] = [
      ["customers.yaml: entry 3 (epa)", "tier 'ultra' is not in tiers.yaml: use one of centi, "
       "deci"]),
     ("org claimed by two customers", "customers.yaml",
-     lambda d: customer(d, "epa")["orgs"].append("doi-data-4"),
+     lambda d: customer(d, "epa")["orgs"].append(org("doi-data-4")),
      ["customers.yaml: entry 3 (epa)", "org 'doi-data-4' is already claimed by entry 2 (doi, line",
-      "an org belongs to one customer"]),
+      "an org belongs to one customer at a time"]),
+    ("org claimed by two customers over part of a period", "customers.yaml",
+     lambda d: customer(d, "epa")["orgs"].append(org("doi-data-4", valid_from=date(2026, 1, 1),
+                                                     valid_to=date(2026, 2, 1))),
+     ["customers.yaml: entry 3 (epa)", "org 'doi-data-4' is already claimed by entry 2 (doi, "
+      "line", "from 2026-01-01 05:00 UTC to 2026-02-01 05:00 UTC", "end one's period "
+      "(valid_to) where the other's begins (valid_from)"]),
+    ("org given by name alone", "customers.yaml",
+     lambda d: customer(d, "epa")["orgs"].append("epa-grants-9"),
+     ["customers.yaml: entry 3 (epa)", "org 'epa-grants-9' is given by name alone: give each "
+      "org by its guid, with the name as an alias", "`cf org epa-grants-9 --guid`"]),
+    ("org guid that is not a guid", "customers.yaml",
+     lambda d: customer(d, "epa")["orgs"].append({"guid": "epa-grants-9"}),
+     ["customers.yaml: entry 3 (epa)", "org 2: guid 'epa-grants-9' is not a guid"]),
+    ("ownership ending before it starts", "customers.yaml",
+     lambda d: customer(d, "epa")["orgs"][0].update(valid_from=date(2026, 3, 1),
+                                                    valid_to=date(2026, 2, 1)),
+     ["customers.yaml: entry 3 (epa)", "org 'epa-forms-1''s valid_to (2026-02-01 05:00 UTC) is "
+      "not after its valid_from (2026-03-01 05:00 UTC)"]),
+    ("ownership starting mid-hour", "customers.yaml",
+     lambda d: customer(d, "epa")["orgs"][0].update(
+         valid_from=datetime(2026, 3, 1, 10, 30, tzinfo=UTC)),
+     ["customers.yaml: entry 3 (epa)", "valid_from 2026-03-01 10:30:00 UTC is not on a whole "
+      "hour: an org changes owner at the start of an hour"]),
+    ("tier changing mid-month", "customers.yaml",
+     lambda d: customer(d, "gsa-tts")["tier"][1].update(valid_from=date(2026, 10, 15)),
+     ["customers.yaml: entry 1 (gsa-tts)", "tier period 2 (centi) starts on 2026-10-15, not on "
+      "the first day of a month", "e.g. 2026-10-01"]),
+    ("tiers out of order", "customers.yaml",
+     lambda d: customer(d, "gsa-tts")["tier"][1].update(valid_from=date(2025, 1, 1)),
+     ["customers.yaml: entry 1 (gsa-tts)", "tier period 2 (centi) starts on 2025-01-01, not "
+      "after the tier before it (2025-10-01)"]),
+    ("a modification outside the period", "iaas.yaml",
+     lambda d: d["iaas"][0].update(modifications=[
+         {"id": "P00001", "effective": date(2026, 10, 1), "credits": 100}]),
+     ["iaas.yaml: entry 1 (IAA-GSA-TTS-FY26)", "modification P00001 takes effect on 2026-10-01,"
+      " outside the agreement's period (2025-10-01 to 2026-09-30)"]),
+    ("a modification removing more than the agreement holds", "iaas.yaml",
+     lambda d: d["iaas"][0].update(modifications=[
+         {"id": "P00001", "effective": date(2026, 1, 1), "credits": -5000}]),
+     ["iaas.yaml: entry 1 (IAA-GSA-TTS-FY26)", "modification P00001 removes 5000 credits, more "
+      "than the agreement holds (4200)"]),
+    ("a modification that changes nothing", "iaas.yaml",
+     lambda d: d["iaas"][0].update(modifications=[{"id": "P00001",
+                                                   "effective": date(2026, 1, 1)}]),
+     ["iaas.yaml: entry 1 (IAA-GSA-TTS-FY26)", "modification P00001 changes nothing: give "
+      "credits"]),
+    ("a modification with an unknown field", "iaas.yaml",
+     lambda d: d["iaas"][0].update(modifications=[
+         {"id": "P00001", "effective": date(2026, 1, 1), "credit": 100}]),
+     ["iaas.yaml: entry 1 (IAA-GSA-TTS-FY26)", "modification 1 has an unknown field 'credit'"]),
     ("duplicate customer id", "customers.yaml",
      lambda d: d["customers"].append({"id": "epa", "name": "EPA again", "tier": "pico",
                                       "orgs": []}),
@@ -329,7 +448,7 @@ def test_a_bad_catalog_is_refused_naming_the_file_entry_and_fix(tmp_path, file, 
     (_remove_file, ["iaas.yaml: the file is missing from", "create it with a top-level "
                     "`iaas:` list"]),
     (_break_syntax, ["tiers.yaml: line 37, column", "YAML syntax error"]),
-    (_impossible_date, ["iaas.yaml: line 19: not a valid date (day is out of range for "
+    (_impossible_date, ["iaas.yaml: line 27: not a valid date (day is out of range for "
                         "month)"]),
     (_wrong_shape, ["tiers.yaml: no top-level `tiers:` list, found a list: the file must be a "
                     "mapping with the one key `tiers:`"]),
@@ -371,8 +490,7 @@ def _changed_catalog(tmp_path: Path, iaa_credits: dict[str, int]) -> Path:
          lambda d: price(d, "aws-rds/medium-psql").update(microcredits_per_unit=5_000_000))
 
     def move(data: Data) -> None:
-        customer(data, "nasa")["orgs"].remove("nasa-catalog-7")
-        customer(data, "doi")["orgs"].append("nasa-catalog-7")
+        customer(data, "doi")["orgs"].append(take_org(data, "nasa", "nasa-catalog-7"))
 
     edit(directory, "customers.yaml", move)
     edit(directory, "iaas.yaml", lambda d: [i.update(credits=iaa_credits[i["id"]])
@@ -401,7 +519,7 @@ def test_changing_a_posted_agreement_is_refused_and_nothing_is_written(conn, tmp
     # the agreement not posted yet can still change
     load = load_catalog(conn, read_catalog(_changed_catalog(tmp_path / "2",
                                                             {"IAA-EPA-FY27": 3100})))
-    assert load.changed_orgs == ["nasa-catalog-7"]
+    assert load.changed_orgs == [ORG["nasa-catalog-7"]]
     assert conn.execute("SELECT credits_microcredits FROM billing.iaa WHERE id = 'IAA-EPA-FY27'"
                         ).fetchone() == (3100 * 1_000_000,)
 
@@ -441,3 +559,48 @@ def test_the_catalog_asset_loads_the_configured_directory_and_fails_on_a_bad_one
     assert not failed.success
     (failure,) = [e for e in failed.all_events if e.is_step_failure]
     assert "iaas.yaml: entry 1 (IAA-GSA-TTS-FY26)" in str(failure.step_failure_data.error)
+
+
+def test_a_posted_modification_cannot_change_and_an_expired_agreement_takes_none(conn,
+                                                                                  tmp_path):
+    load_catalog(conn, read_catalog(EXAMPLE_CATALOG))
+    # September 2026 posted: EPA's modification P00001 (June 2026) and FY26's expiry are posted
+    post_month(conn, date(2026, 9, 1), datetime(2026, 9, 1, 4, tzinfo=UTC),
+               datetime(2026, 10, 1, 4, tzinfo=UTC))
+    keys = {k for (k,) in conn.execute("SELECT idempotency_key FROM billing.ledger_transaction")}
+    assert {"iaa_modification:IAA-EPA-FY26:P00001", "iaa_pop_end:IAA-EPA-FY26"} <= keys
+    before = table_contents(conn)
+
+    changed = copy_of_example(tmp_path / "changed")
+    edit(changed, "iaas.yaml", lambda d: d["iaas"][2]["modifications"][0].update(credits=600))
+    added = copy_of_example(tmp_path / "added")
+    edit(added, "iaas.yaml", lambda d: d["iaas"][1].update(modifications=[
+        {"id": "P00001", "effective": date(2026, 9, 1), "pop_end": date(2026, 12, 31)}]))
+    for directory, problem in (
+            (changed, "iaas.yaml: entry 3 (IAA-EPA-FY26): changes modification P00001, but the "
+                      "agreement's expiry is already posted to the ledger (transaction "
+                      "iaa_pop_end:IAA-EPA-FY26): restore its modifications as they were and "
+                      "record the change as a new agreement"),
+            (added, "iaas.yaml: entry 2 (IAA-DOI-FY26): adds modification P00001, but the "
+                    "agreement's expiry is already posted to the ledger (transaction "
+                    "iaa_pop_end:IAA-DOI-FY26): restore its modifications as they were and "
+                    "record the change as a new agreement")):
+        with pytest.raises(CatalogError) as refused:
+            load_catalog(conn, read_catalog(directory))
+        assert refused.value.problems == [problem]
+        assert table_contents(conn) == before
+
+    # a running agreement takes a new modification; once posted, it cannot change
+    fy27 = copy_of_example(tmp_path / "fy27")
+    edit(fy27, "iaas.yaml", lambda d: d["iaas"][7].update(modifications=[
+        {"id": "P00001", "effective": date(2026, 11, 1), "credits": 300}]))
+    load_catalog(conn, read_catalog(fy27))
+    post_month(conn, date(2026, 11, 1), datetime(2026, 11, 1, 4, tzinfo=UTC),
+               datetime(2026, 12, 1, 5, tzinfo=UTC))
+    edit(fy27, "iaas.yaml", lambda d: d["iaas"][7].pop("modifications"))
+    with pytest.raises(CatalogError) as refused:
+        load_catalog(conn, read_catalog(fy27))
+    assert refused.value.problems == [
+        "iaas.yaml: entry 8 (IAA-NASA-FY27): removes modification P00001, which is already "
+        "posted to the ledger (transaction iaa_modification:IAA-NASA-FY27:P00001): restore it as "
+        "posted and record the change as a new modification"]

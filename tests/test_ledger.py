@@ -14,6 +14,7 @@ from billing_dagster.ledger.statements import build_statements
 from billing_dagster.meters import MeterSnapshot, ObservedResource
 from billing_dagster.partitions import hourly_partitions, monthly_partitions, utc_window
 from billing_dagster.pricing.postings import price_window
+from billing_dagster.sql import query
 from billing_dagster.usage.measurements import derive_window
 from billing_dagster.usage.snapshot import Inventory, Snapshot, land_snapshot
 
@@ -316,3 +317,137 @@ def test_late_usage_for_a_month_whose_agreement_has_ended_is_overage(acme):
     assert in_credits(acme)["overage"] == 5
     assert derive_price_post(acme, "2025-01").posted == []
     assert_ledger_balanced(acme)
+
+
+def test_a_modification_adding_credits_mid_period_is_drawn_from_its_day(acme):
+    # A: 100 credits for March-December 2025; modification M1 adds 500 from March 16. A 1 MiB
+    # app runs all of March (743 hours) at 1 credit a MiB-hour. March 1-15 is 359 hours (the
+    # clocks spring forward on the 9th): they can draw only A's first 100 credits, the other
+    # 259 are overage; the 384 hours from March 16 draw 384 of the 500 added, leaving 116.
+    add_agreement(acme, "A", 100, "2025-03-01", "2026-01-01")
+    acme.execute("INSERT INTO billing.iaa_modification (iaa_id, id, effective, "
+                 "credits_microcredits) VALUES ('A', 'M1', '2025-03-16', 500000000)")
+    acme.commit()
+    add_price(acme, 1_000_000, 3600, datetime(2025, 1, 1, tzinfo=UTC))
+    _, start, end = month("2025-03")
+    run_app(acme, "a", 1, start, end)
+    posted = derive_price_post(acme, "2025-03")
+    assert [(p.transaction_type, p.idempotency_key, p.amount_microcredits // 1_000_000)
+            for p in posted.posted] == [
+        ("iaa_pop_start", "iaa_pop_start:A", 100),
+        ("iaa_modification", "iaa_modification:A:M1", 500),
+        ("usage_post", "usage_post:acme:2025-03", 743)]
+    effective = acme.execute("SELECT effective_at FROM billing.ledger_transaction "
+                             "WHERE idempotency_key = 'iaa_modification:A:M1'").fetchone()
+    assert effective == (datetime(2025, 3, 16, 4, tzinfo=UTC),)  # midnight in New York (EDT)
+    drawn = acme.execute("SELECT coalesce(iaa_id, 'overage'), hour_start < %s, "
+                         "sum(amount_microcredits) / 1000000 FROM billing.ledger_draw "
+                         "GROUP BY 1, 2 ORDER BY 1, 2 DESC",
+                         (datetime(2025, 3, 16, 4, tzinfo=UTC),)).fetchall()
+    assert drawn == [("A", True, 100), ("A", False, 384), ("overage", True, 259)]
+    assert in_credits(acme) == {"credit_pool": 116, "credits_used": 743, "credits_expired": 0,
+                                "receivable": 600, "overage": 259}
+    assert derive_price_post(acme, "2025-03").posted == []  # posted once
+    assert_ledger_balanced(acme)
+
+
+def add_beta(conn) -> None:
+    """A second customer, Beta, with an agreement of 1,000 credits for 2025."""
+    conn.execute("INSERT INTO billing.customer (id, name) VALUES ('beta', 'Beta')")
+    conn.execute("INSERT INTO billing.iaa (id, customer_id, credits_microcredits, "
+                 "period_of_performance) VALUES ('BETA', 'beta', 1000000000, "
+                 "daterange('2025-01-01', '2026-01-01'))")
+    conn.commit()
+
+
+def set_owners(conn, *periods: tuple[str, datetime | None, datetime | None]) -> None:
+    """org-1's owners, as a catalog load writes them (all of them replaced)."""
+    conn.execute("DELETE FROM billing.org_ownership")
+    for customer_id, start, end in periods:
+        conn.execute("INSERT INTO billing.org_ownership (org_guid, customer_id, valid_during) "
+                     "VALUES ('org-1', %s, tstzrange(%s, %s))", (customer_id, start, end))
+    conn.commit()
+
+
+def charged(conn, key: str) -> dict[str, int]:
+    """Posted credits per customer for a month, usage posts and adjustments together."""
+    return {c: amount // 1_000_000 for c, amount in conn.execute(
+        "SELECT t.customer_id, sum(l.amount_microcredits)::bigint FROM billing.posting_line l "
+        "JOIN billing.ledger_transaction t ON t.id = l.transaction_id "
+        "WHERE t.business_month = %s GROUP BY 1", (date.fromisoformat(f"{key}-01"),))}
+
+
+def test_an_org_moved_mid_month_charges_each_hour_to_its_owner_at_that_hour(acme):
+    # org-1 passes from Acme to Beta on March 10 (midnight New York, 04:00 UTC: EDT since the
+    # 9th). March 1 00:00 EST to March 10 00:00 EDT is 9 days less the hour skipped: 215 hours;
+    # the other 743 - 215 = 528 are Beta's.
+    add_beta(acme)
+    add_agreement(acme, "A", 1000, "2025-01-01", "2026-01-01")
+    add_price(acme, 1_000_000, 3600, datetime(2025, 1, 1, tzinfo=UTC))
+    _, start, end = month("2025-03")
+    run_app(acme, "a", 1, start, end)
+    moved = datetime(2025, 3, 10, 4, tzinfo=UTC)
+    set_owners(acme, ("acme", None, moved), ("beta", moved, None))
+    derive_price_post(acme, "2025-03")
+    assert charged(acme, "2025-03") == {"acme": 215, "beta": 528}
+    assert lots(acme) == {"A": 785}
+    assert_ledger_balanced(acme)
+
+
+def test_a_move_found_after_posting_reprices_only_its_hours_and_adjusts(acme):
+    # March was posted with Acme owning org-1 all month; then the catalog says Beta has owned it
+    # since March 10 (04:00 UTC). Re-pricing touches the 528 hours from then on; the posted
+    # month changes only by adjustments: Acme gives back 528, Beta is charged 528.
+    add_beta(acme)
+    add_agreement(acme, "A", 1000, "2025-01-01", "2026-01-01")
+    add_price(acme, 1_000_000, 3600, datetime(2025, 1, 1, tzinfo=UTC))
+    _, start, end = month("2025-03")
+    run_app(acme, "a", 1, start, end)
+    set_owners(acme, ("acme", None, None))
+    derive_price_post(acme, "2025-03")
+    assert charged(acme, "2025-03") == {"acme": 743}
+
+    moved = datetime(2025, 3, 10, 4, tzinfo=UTC)
+    set_owners(acme, ("acme", None, moved), ("beta", moved, None))
+    load = acme.execute(
+        "INSERT INTO billing.catalog_load (source, checksum, summary, changed_prices, "
+        "changed_orgs) VALUES ('test', 'x', '{}', '{}', '{org-1}') RETURNING id").fetchone()
+    acme.execute("INSERT INTO billing.ownership_change VALUES (%s, 'org-1', "
+                 "tstzmultirange(tstzrange(%s, NULL)))", (load[0], moved))
+    acme.commit()
+    hours = [h for (h,) in acme.execute(query("hours_to_reprice"),
+                                        {"after_id": load[0] - 1, "up_to_id": load[0]})]
+    assert len(hours) == 528 and hours[0] == moved and hours[-1] == end - timedelta(hours=1)
+    price_window(acme, hours[0], hours[-1] + timedelta(hours=1))
+    business_month, start, end = month("2025-03")
+    again = post_month(acme, business_month, start, end)
+    assert sorted((p.customer_id, p.transaction_type, p.amount_microcredits // 1_000_000)
+                  for p in again.posted) == [("acme", "adjustment", -528),
+                                             ("beta", "usage_post", 528)]
+    assert charged(acme, "2025-03") == {"acme": 215, "beta": 528}
+    assert lots(acme) == {"A": 785}
+    assert post_month(acme, business_month, start, end).posted == []
+    assert_ledger_balanced(acme)
+
+
+def test_an_org_renamed_in_cf_keeps_its_owner_and_its_usage(acme):
+    # Ownership is by guid: org-1 renamed from acme-org to acme-platform halfway through
+    # March 3 still charges all 24 hours to Acme.
+    add_price(acme, 1_000_000, 3600, datetime(2025, 1, 1, tzinfo=UTC))
+    _, start, _ = month("2025-03")
+    day = start + timedelta(days=2)
+    run_app(acme, "a", 1, day, day + timedelta(hours=12))
+    renamed = Inventory(orgs=[("org-1", "acme-platform")], spaces=INVENTORY.spaces[:1])
+    land_snapshot(acme, Snapshot(day + timedelta(hours=12), renamed, [MeterSnapshot(
+        "cfapps", [ObservedResource("b", "b", "space-1", "app-memory", 1)], [],
+        complete=False)]))
+    land_snapshot(acme, Snapshot(day + timedelta(hours=24), renamed, [MeterSnapshot(
+        "cfapps", [ObservedResource("b", "b", "space-1", "app-memory", 0)], [],
+        complete=False)]))
+    derive_price_post(acme, "2025-03")
+    assert acme.execute("SELECT name FROM billing.cf_org WHERE guid = 'org-1'").fetchone() == (
+        "acme-platform",)
+    assert charged(acme, "2025-03") == {"acme": 24}
+    held = acme.execute("SELECT count(*) FROM billing.hourly_posting WHERE customer_id IS NULL"
+                        ).fetchone()
+    assert held == (0,)

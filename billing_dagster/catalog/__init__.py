@@ -8,9 +8,12 @@ from billing_dagster.catalog.model import (
     CatalogError,
     Customer,
     Iaa,
+    Modification,
+    OrgOwnership,
     PriceEntry,
     ResourceKindEntry,
     Tier,
+    TierPeriod,
 )
 from billing_dagster.catalog.reading import CATALOG_FILES, EXAMPLE_CATALOG, read_catalog
 
@@ -22,9 +25,12 @@ __all__ = [
     "CatalogLoad",
     "Customer",
     "Iaa",
+    "Modification",
+    "OrgOwnership",
     "PriceEntry",
     "ResourceKindEntry",
     "Tier",
+    "TierPeriod",
     "load_catalog",
     "read_catalog",
 ]

@@ -66,8 +66,15 @@ def load_catalog(conn: psycopg.Connection, catalog: Catalog) -> CatalogLoad:
         cur.execute(query("create_catalog_staging"))
         copy_rows(cur, "copy_catalog_tier", [(t.name, t.credits_per_month) for t in catalog.tiers])
         copy_rows(cur, "copy_catalog_customer",
-              [(c.id, c.name, c.tier) for c in catalog.customers])
-        copy_rows(cur, "copy_catalog_customer_org", sorted(catalog.orgs.items()))
+                  [(c.id, c.name, c.tier) for c in catalog.customers])
+        copy_rows(cur, "copy_catalog_customer_tier", [
+            (c.id, period.tier, period.valid_from, following.valid_from if following else None)
+            for c in catalog.customers
+            for period, following in zip(c.tiers, [*c.tiers[1:], None], strict=True)])
+        copy_rows(cur, "copy_catalog_org", [
+            (org.guid, customer_id, org.alias, org.valid_from, org.valid_to,
+             f"customers.yaml {customer_id}")
+            for customer_id, org in catalog.ownerships])
         copy_rows(cur, "copy_catalog_kind", [
             (k.meter, k.natural_id, k.name, json.dumps(_details(k.meter, k.name, k.description)))
             for k in catalog.resource_kinds])
@@ -78,16 +85,20 @@ def load_catalog(conn: psycopg.Connection, catalog: Catalog) -> CatalogLoad:
         copy_rows(cur, "copy_catalog_iaa", [
             (i.id, i.customer, i.credits * MICROCREDITS_PER_CREDIT, i.pop_start, i.pop_end)
             for i in catalog.iaas])
+        copy_rows(cur, "copy_catalog_iaa_modification", [
+            (i.id, m.id, m.effective, m.credits * MICROCREDITS_PER_CREDIT, m.pop_end)
+            for i in catalog.iaas for m in i.modifications])
 
         cur.execute(query("upsert_catalog_tiers"))
         cur.execute(query("upsert_catalog_customers"))
         cur.execute(query("upsert_catalog_kinds"))
         cur.execute(query("resolve_catalog_prices"))
+        cur.execute(query("record_catalog_ownership_changes"))
         changed = cur.execute(query("record_catalog_changes")).fetchone()
         assert changed is not None
         changed_prices, changed_orgs = _ranges(changed[0]), list(changed[1])
-        cur.execute(query("delete_catalog_orgs"))
-        cur.execute(query("upsert_catalog_orgs"))
+        cur.execute(query("replace_catalog_ownership"))
+        cur.execute(query("replace_catalog_customer_tiers"))
         cur.execute(query("delete_catalog_prices"))
         prices_removed = cur.rowcount
         cur.execute(query("update_catalog_price_sources"))
@@ -96,15 +107,20 @@ def load_catalog(conn: psycopg.Connection, catalog: Catalog) -> CatalogLoad:
 
         with conn.cursor(row_factory=dict_row) as check:
             refused = check.execute(query("refused_iaa_changes")).fetchall()
-        if refused:  # leaving the block by an exception rolls all of the above back
-            raise CatalogError(_refusals(catalog, refused), heading="catalog not loaded")
+            refused_modifications = check.execute(
+                query("refused_modification_changes")).fetchall()
+        if refused or refused_modifications:  # the exception rolls all of the above back
+            raise CatalogError(_refusals(catalog, refused)
+                               + _modification_refusals(catalog, refused_modifications),
+                               heading="catalog not loaded")
         cur.execute(query("upsert_catalog_iaas"))
+        cur.execute(query("replace_catalog_modifications"))
 
         newest = cur.execute(query("newest_catalog_load")).fetchone()
         result = CatalogLoad(
             catalog_load_id=0, unchanged=False, source=catalog.source,
             checksum=catalog.checksum, tiers=len(catalog.tiers),
-            customers=len(catalog.customers), orgs=len(catalog.orgs),
+            customers=len(catalog.customers), orgs=len(catalog.ownerships),
             kinds=len(catalog.resource_kinds), prices=len(catalog.prices),
             iaas=len(catalog.iaas), changed_prices=changed_prices, changed_orgs=changed_orgs,
             prices_added=prices_added, prices_removed=prices_removed)
@@ -152,6 +168,28 @@ def _refusals(catalog: Catalog, refused: list[dict[str, Any]]) -> list[str]:
             f"{' and '.join(changes)}, but the agreement's credits are already posted to the "
             f"ledger (transaction iaa_pop_start:{row['id']}): restore the posted values and "
             "record the change as a new agreement or an adjustment")
+    return problems
+
+
+def _modification_refusals(catalog: Catalog, refused: list[dict[str, Any]]) -> list[str]:
+    entries = {iaa.id: index for index, iaa in enumerate(catalog.iaas, start=1)}
+    problems = []
+    for row in refused:
+        where = (f"iaas.yaml: entry {entries[row['iaa_id']]} ({row['iaa_id']})"
+                 if row["iaa_id"] in entries else f"iaas.yaml: agreement {row['iaa_id']}")
+        what = ("adds" if not row["stored"] else "removes" if not row["listed"]
+                else "changes")
+        if row["expired"]:
+            problems.append(
+                f"{where}: {what} modification {row['id']}, but the agreement's expiry is "
+                f"already posted to the ledger (transaction iaa_pop_end:{row['iaa_id']}): "
+                "restore its modifications as they were and record the change as a new "
+                "agreement")
+        else:
+            problems.append(
+                f"{where}: {what} modification {row['id']}, which is already posted to the "
+                f"ledger (transaction iaa_modification:{row['iaa_id']}:{row['id']}): restore "
+                "it as posted and record the change as a new modification")
     return problems
 
 

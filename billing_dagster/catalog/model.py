@@ -32,13 +32,43 @@ class Tier:
 
 
 @dataclass(frozen=True)
+class TierPeriod:
+    """A customer's tier from a business date on (the first day of a month; None: from the
+    start) until the next period's."""
+
+    tier: str
+    valid_from: date | None = None
+
+
+@dataclass(frozen=True)
+class OrgOwnership:
+    """A CF org, by guid, owned by the customer over [valid_from, valid_to) (UTC instants on
+    whole hours; None: open). ``alias`` is the org's name as the catalog gives it, for people:
+    Cloud Foundry may rename the org, the guid stays."""
+
+    guid: str
+    alias: str | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+
+    @property
+    def label(self) -> str:
+        return self.alias or self.guid
+
+
+@dataclass(frozen=True)
 class Customer:
-    """A customer (an agency or part of one), its tier and the CF orgs it owns, by name."""
+    """A customer (an agency or part of one), its tiers over time and the CF orgs it owns."""
 
     id: str
     name: str
-    tier: str
-    orgs: tuple[str, ...]
+    tiers: tuple[TierPeriod, ...]
+    orgs: tuple[OrgOwnership, ...]
+
+    @property
+    def tier(self) -> str:
+        """The tier of the newest period."""
+        return self.tiers[-1].tier
 
 
 @dataclass(frozen=True)
@@ -66,15 +96,28 @@ class PriceEntry:
 
 
 @dataclass(frozen=True)
+class Modification:
+    """A change to an agreement from a business date on: whole credits added (> 0) or removed
+    (< 0), and/or a new last day of the period (inclusive)."""
+
+    id: str
+    effective: date
+    credits: int = 0
+    pop_end: date | None = None
+
+
+@dataclass(frozen=True)
 class Iaa:
     """An interagency agreement: credits bought for a period of performance, whose first and
-    last days (inclusive, New York business dates) are pop_start and pop_end."""
+    last days (inclusive, New York business dates) are pop_start and pop_end, and the
+    modifications made to it since, in the order they take effect."""
 
     id: str
     customer: str
     credits: int
     pop_start: date
     pop_end: date
+    modifications: tuple[Modification, ...] = ()
 
     @property
     def credits_microcredits(self) -> int:
@@ -99,6 +142,6 @@ class Catalog:
     checksum: str
 
     @property
-    def orgs(self) -> dict[str, str]:
-        """Org name -> customer id."""
-        return {org: customer.id for customer in self.customers for org in customer.orgs}
+    def ownerships(self) -> list[tuple[str, OrgOwnership]]:
+        """(customer id, ownership) for every org period the customers list."""
+        return [(customer.id, org) for customer in self.customers for org in customer.orgs]

@@ -24,9 +24,12 @@ from billing_dagster.catalog.model import (
     CatalogError,
     Customer,
     Iaa,
+    Modification,
+    OrgOwnership,
     PriceEntry,
     ResourceKindEntry,
     Tier,
+    TierPeriod,
 )
 from billing_dagster.partitions import BUSINESS_TIMEZONE
 
@@ -48,6 +51,8 @@ BIGINT_MAX = 2**63 - 1
 NEW_YORK = ZoneInfo(BUSINESS_TIMEZONE)
 _CUSTOMER_ID = re.compile(r"[a-z0-9][a-z0-9-]*")
 _T = TypeVar("_T")
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 _UNIT_FIX: dict[str | None, str] = {
     "cfapps": "give the price's unit in MiB-seconds, e.g. 2691072000 for 1 GiB over a "
@@ -267,44 +272,82 @@ class _Entry:
             return None
         return value
 
-    def integer(self, name: str, minimum: int, fix: str, *, scale: int = 1) -> int | None:
-        value = self.fields.get(name)
+    def integer(self, name: str, minimum: int, fix: str, *, scale: int = 1,
+                fields: dict[Any, Any] | None = None, label: str | None = None) -> int | None:
+        """A whole number of at least ``minimum`` (``fields``/``label``: of a nested item)."""
+        value = (self.fields if fields is None else fields).get(name)
+        label = label or name
         if value is None:
             return None
         if type(value) is not int:  # bool is an int subclass: true is not 1 here
-            self.fail(f"{name} must be a whole number, found {_describe(value)}", fix)
+            self.fail(f"{label} must be a whole number, found {_describe(value)}", fix)
             return None
         if value < minimum:
-            self.fail(f"{name} is {value}, it must be {minimum} or more", fix)
+            self.fail(f"{label} is {value}, it must be {minimum} or more", fix)
             return None
-        if value * scale > BIGINT_MAX:
-            self.fail(f"{name} is {value}, too large to store", fix)
+        if abs(value) * scale > BIGINT_MAX:
+            self.fail(f"{label} is {value}, too large to store", fix)
             return None
         return value
 
-    def moment(self, name: str) -> datetime | None:
+    def moment(self, name: str, *, fields: dict[Any, Any] | None = None,
+               label: str | None = None) -> datetime | None:
         """A date (its midnight in New York) or an offset-carrying date-time, in UTC."""
-        value = self.fields.get(name)
+        value = (self.fields if fields is None else fields).get(name)
+        label = label or name
         if value is None:
             return None
         if isinstance(value, datetime):
             if value.tzinfo is None or value.utcoffset() is None:
-                self.fail(f"{name} {value.isoformat()} has no UTC offset", _MOMENT_FIX)
+                self.fail(f"{label} {value.isoformat()} has no UTC offset", _MOMENT_FIX)
                 return None
             return value.astimezone(UTC)
         if isinstance(value, date):
             return datetime.combine(value, time(0), tzinfo=NEW_YORK).astimezone(UTC)
-        self.fail(f"{name} must be a date or a date-time, found {_describe(value)}", _MOMENT_FIX)
+        self.fail(f"{label} must be a date or a date-time, found {_describe(value)}",
+                  _MOMENT_FIX)
         return None
 
-    def day(self, name: str) -> date | None:
-        value = self.fields.get(name)
+    def day(self, name: str, *, fields: dict[Any, Any] | None = None,
+            label: str | None = None) -> date | None:
+        value = (self.fields if fields is None else fields).get(name)
+        label = label or name
         if value is None:
             return None
         if isinstance(value, datetime) or not isinstance(value, date):
-            self.fail(f"{name} must be a date, found {_describe(value)}", _DAY_FIX)
+            self.fail(f"{label} must be a date, found {_describe(value)}", _DAY_FIX)
             return None
         return value
+
+    def items(self, name: str, fields: dict[str, str], optional: tuple[str, ...],
+              what: str, fix: str) -> list[tuple[str, dict[Any, Any]]]:
+        """The mappings listed under ``name``, each with its label ('<what> N'), after checking
+        their fields (unknown ones, and required ones missing: such an item is reported and
+        left out); [] when there are none."""
+        value = self.fields.get(name)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(f"{name} must be a list, found {_describe(value)}", fix)
+            return []
+        found = []
+        for index, item in enumerate(value, start=1):
+            label = f"{what} {index}"
+            if not isinstance(item, dict):
+                self.fail(f"{label} must be a mapping of fields, found {_describe(item)}", fix)
+                continue
+            known = [*fields, *optional]
+            problems = len(self.problems)
+            for key in item:
+                if key not in known:
+                    self.fail(f"{label} has an unknown field {key!r}",
+                              f"the fields of {what} are {', '.join(known)}")
+            for key, key_fix in fields.items():
+                if item.get(key) is None:
+                    self.fail(f"{label} has no {key}", key_fix)
+            if len(self.problems) == problems:  # an item with a wrong field is not read on
+                found.append((label, item))
+        return found
 
     def texts(self, name: str, fix: str) -> list[str] | None:
         value = self.fields.get(name)
@@ -384,11 +427,12 @@ def _tiers(entries: list[_Entry]) -> list[tuple[_Entry, Tier]]:
 def _customers(entries: list[_Entry], tiers: set[str] | None) -> list[tuple[_Entry, Customer]]:
     fixes = {"id": "give the customer a stable id, e.g. gsa-tts",
              "name": "give the customer's name, e.g. General Services Administration",
-             "tier": "give the customer's tier, a name from tiers.yaml",
-             "orgs": "list the customer's Cloud Foundry org names, e.g. [gsa-tts-prod] "
-                     "(or [] for none yet)"}
+             "tier": "give the customer's tier, a name from tiers.yaml (or, when it changes, a "
+                     "list of `- name: <tier>` with `valid_from: <first day of a month>`)",
+             "orgs": "list the customer's Cloud Foundry orgs as `- guid: <org guid>` with "
+                     "`name: <org name>` (or [] for none yet)"}
     customers = []
-    org_owner: dict[str, _Entry] = {}
+    claims: dict[str, list[tuple[_Entry, OrgOwnership]]] = {}
     first_with_id: dict[str, _Entry] = {}
     for entry in entries:
         if not entry.usable:
@@ -408,23 +452,120 @@ def _customers(entries: list[_Entry], tiers: set[str] | None) -> list[tuple[_Ent
             entry.fail(f"id {customer_id!r} is not a lower-case slug", "use lower-case "
                        "letters, digits and hyphens (it appears in ledger keys), e.g. gsa-tts")
         name = entry.text("name", fixes["name"])
-        tier = entry.text("tier", fixes["tier"])
-        if tier is not None and tiers is not None and tier not in tiers:
-            entry.fail(f"tier {tier!r} is not in tiers.yaml",
-                       f"use one of {', '.join(sorted(tiers))} or add the tier to tiers.yaml")
-        orgs = entry.texts("orgs", fixes["orgs"]) or []
+        periods = _tier_periods(entry, tiers, fixes["tier"])
+        orgs = _org_ownerships(entry, fixes["orgs"])
         for org in orgs:
-            owner = org_owner.get(org)
-            if owner is entry:
-                entry.fail(f"org {org!r} is listed twice", "list each org once")
-            elif owner is not None:
-                entry.fail(f"org {org!r} is already claimed by {owner.ref}",
-                           "an org belongs to one customer: remove it from one of them")
-            else:
-                org_owner[org] = entry
-        if entry.usable and customer_id and name and tier:
-            customers.append((entry, Customer(customer_id, name, tier, tuple(orgs))))
+            _claim(claims.setdefault(org.guid, []), entry, org)
+        if entry.usable and customer_id and name and periods:
+            customers.append((entry, Customer(customer_id, name, periods, tuple(orgs))))
     return _valid(customers)
+
+
+def _tier_periods(entry: _Entry, tiers: set[str] | None,
+                  fix: str) -> tuple[TierPeriod, ...] | None:
+    """``tier: <name>`` (the tier throughout) or a list of ``{name, valid_from}``, each valid
+    from the first day of a month until the next one's; the first may omit valid_from."""
+    value = entry.fields.get("tier")
+    if isinstance(value, list):
+        periods: list[TierPeriod] = []
+        for label, item in entry.items("tier", {"name": "name the tier, e.g. micro"},
+                                       ("valid_from",), "tier period", fix):
+            name = item.get("name")
+            starts = entry.day("valid_from", fields=item, label=f"{label}'s valid_from")
+            if not isinstance(name, str) or (tiers is not None and name not in tiers):
+                known = f"use one of {', '.join(sorted(tiers))}" if tiers else "use a tier name"
+                entry.fail(f"{label}: tier {name!r} is not in tiers.yaml",
+                           f"{known} or add the tier to tiers.yaml")
+                continue
+            if starts is None and periods:
+                entry.fail(f"{label} ({name}) has no valid_from", "every tier after the first "
+                           "starts on a date: give valid_from, the first day of a month")
+            elif starts is not None and starts.day != 1:
+                entry.fail(f"{label} ({name}) starts on {starts}, not on the first day of a "
+                           "month", "a tier changes with the month: write the first day of "
+                           f"the month, e.g. {starts.replace(day=1)}")
+            elif periods and starts is not None and (
+                    periods[-1].valid_from is not None and starts <= periods[-1].valid_from):
+                entry.fail(f"{label} ({name}) starts on {starts}, not after the tier before it "
+                           f"({periods[-1].valid_from})", "list the tiers in the order they "
+                           "take effect")
+            periods.append(TierPeriod(name, starts))
+        if not periods and entry.usable:
+            entry.fail("tier is an empty list", fix)
+        return tuple(periods) if entry.usable else None
+    tier = entry.text("tier", fix)
+    if tier is not None and tiers is not None and tier not in tiers:
+        entry.fail(f"tier {tier!r} is not in tiers.yaml",
+                   f"use one of {', '.join(sorted(tiers))} or add the tier to tiers.yaml")
+        return None
+    return (TierPeriod(tier),) if tier is not None else None
+
+
+def _org_ownerships(entry: _Entry, fix: str) -> list[OrgOwnership]:
+    """The orgs a customer lists, by guid with an optional name (an alias for people) and
+    period of ownership; an org given by its name alone is refused (a CF rename would orphan
+    its usage)."""
+    value = entry.fields.get("orgs")
+    if isinstance(value, list):
+        for org in value:
+            if isinstance(org, str):
+                entry.fail(f"org {org!r} is given by name alone",
+                           f"give each org by its guid, with the name as an alias: "
+                           f"`- guid: <guid>` and `name: {org}` (`cf org {org} --guid` prints "
+                           "the guid); a name alone would lose the org's usage when CF "
+                           "renames it")
+        entry.fields["orgs"] = [org for org in value if not isinstance(org, str)]
+    orgs: list[OrgOwnership] = []
+    for label, item in entry.items("orgs", {"guid": "give the org's guid (cf org <name> "
+                                                     "--guid)"},
+                                   ("name", "valid_from", "valid_to"), "org", fix):
+        guid, alias = item.get("guid"), item.get("name")
+        if alias is not None and (not isinstance(alias, str) or not alias.strip()):
+            entry.fail(f"{label}'s name must be a non-empty text, found {_describe(alias)}",
+                       "give the org's name as CF lists it, or remove the field")
+            alias = None
+        if alias:
+            label = f"org {alias!r}"
+        if not isinstance(guid, str) or not _is_guid(guid):
+            entry.fail(f"{label}: guid {guid!r} is not a guid", "give the org's guid as CF "
+                       "lists it, e.g. 9531985d-5d9d-49f8-9818-e811892f902b")
+            continue
+        starts = entry.moment("valid_from", fields=item, label=f"{label}'s valid_from")
+        ends = entry.moment("valid_to", fields=item, label=f"{label}'s valid_to")
+        for bound, name in ((starts, "valid_from"), (ends, "valid_to")):
+            if bound is not None and (bound.minute or bound.second or bound.microsecond):
+                entry.fail(f"{label}'s {name} {bound:%Y-%m-%d %H:%M:%S} UTC is not on a whole "
+                           "hour", "an org changes owner at the start of an hour: give a date "
+                           "(midnight New York) or a whole hour")
+        if starts and ends and ends <= starts:
+            entry.fail(f"{label}'s valid_to ({ends:%Y-%m-%d %H:%M} UTC) is not after its "
+                       f"valid_from ({starts:%Y-%m-%d %H:%M} UTC)", "ownership is "
+                       "[valid_from, valid_to): make valid_to later, or remove it")
+            continue
+        orgs.append(OrgOwnership(guid, alias, starts, ends))
+    return orgs
+
+
+def _claim(claims: list[tuple[_Entry, OrgOwnership]], entry: _Entry, org: OrgOwnership) -> None:
+    """Record that ``entry`` owns ``org`` over its period, refusing a period in which another
+    entry (or the same one) already owns the org."""
+    for other_entry, other in claims:
+        starts = max(org.valid_from or _EARLIEST, other.valid_from or _EARLIEST)
+        ends = min(org.valid_to or _LATEST, other.valid_to or _LATEST)
+        if starts >= ends:
+            continue
+        during = "" if (starts, ends) == (_EARLIEST, _LATEST) else (
+            " from " + ("the start" if starts == _EARLIEST else f"{starts:%Y-%m-%d %H:%M} UTC")
+            + " to " + ("open end" if ends == _LATEST else f"{ends:%Y-%m-%d %H:%M} UTC"))
+        if other_entry is entry:
+            entry.fail(f"org {org.label!r} is listed twice{during}", "list each org once "
+                       "per period of ownership")
+        else:
+            entry.fail(f"org {org.label!r} is already claimed by {other_entry.ref}{during}",
+                       "an org belongs to one customer at a time: remove it from one of them, "
+                       "or end one's period (valid_to) where the other's begins (valid_from)")
+        return
+    claims.append((entry, org))
 
 
 def _kinds(entries: list[_Entry]) -> list[tuple[_Entry, ResourceKindEntry]]:
@@ -535,7 +676,7 @@ def _iaas(entries: list[_Entry], customers: set[str] | None) -> list[tuple[_Entr
     for entry in entries:
         if not entry.usable:
             continue
-        entry.check_fields(fixes)
+        entry.check_fields(fixes, optional=("modifications",))
         iaa_id = entry.text("id", fixes["id"])
         if iaa_id is not None and re.search(r"\s", iaa_id):
             entry.fail(f"id {iaa_id!r} contains spaces", "write the agreement number without "
@@ -549,10 +690,65 @@ def _iaas(entries: list[_Entry], customers: set[str] | None) -> list[tuple[_Entr
         if pop_start and pop_end and pop_end < pop_start:
             entry.fail(f"pop_end {pop_end} is before pop_start {pop_start}", "pop_end is the "
                        "last day of the period (inclusive): make it pop_start or later")
+        modifications = (_modifications(entry, credits, pop_start, pop_end)
+                         if credits and pop_start and pop_end and entry.usable else ())
         if entry.usable and iaa_id and customer and credits and pop_start and pop_end:
-            iaas.append((entry, Iaa(iaa_id, customer, credits, pop_start, pop_end)))
+            iaas.append((entry, Iaa(iaa_id, customer, credits, pop_start, pop_end,
+                                    modifications)))
     _unique(iaas, lambda i: i.id, "agreement id", "agreement ids must be unique: rename one")
     return _valid(iaas)
+
+
+def _modifications(entry: _Entry, credits: int, pop_start: date,
+                   pop_end: date) -> tuple[Modification, ...]:
+    """An agreement's modifications, in the order they take effect: each effective on a day of
+    the period as it stands by then, adding or removing credits (never more than the agreement
+    holds) and/or moving the period's last day (to its effective day or later)."""
+    fix = ("list modifications as `- id: <number>`, `effective: <date>`, and `credits: <added, "
+           "or negative: removed>` and/or `pop_end: <new last day>`")
+    fields = {"id": "give the modification's number, e.g. P00001",
+              "effective": f"give the day the modification takes effect: {_DAY_FIX}"}
+    found: list[Modification] = []
+    seen: set[str] = set()
+    for label, item in entry.items("modifications", fields, ("credits", "pop_end", "note"),
+                                   "modification", fix):
+        mod_id, effective = item.get("id"), entry.day("effective", fields=item,
+                                                      label=f"{label}'s effective")
+        if not isinstance(mod_id, str) or not mod_id.strip() or re.search(r"\s", mod_id):
+            entry.fail(f"{label}'s id must be a text without spaces, found "
+                       f"{_describe(mod_id)}", fields["id"])
+            continue
+        label = f"modification {mod_id}"
+        if mod_id in seen:
+            entry.fail(f"{label} is listed twice", "give each modification its own number")
+        seen.add(mod_id)
+        added = entry.integer("credits", -BIGINT_MAX, "give the whole credits added, or a "
+                              "negative number for credits removed", scale=MICROCREDITS_PER_CREDIT,
+                              fields=item, label=f"{label}'s credits") or 0
+        new_end = entry.day("pop_end", fields=item, label=f"{label}'s pop_end")
+        if effective is None:
+            continue
+        if not added and new_end is None:
+            entry.fail(f"{label} changes nothing", "give credits (added, or negative: removed) "
+                       "and/or pop_end (the new last day of the period)")
+        end = next((m.pop_end for m in reversed(found) if m.pop_end), pop_end)
+        if found and effective < found[-1].effective:
+            entry.fail(f"{label} takes effect on {effective}, before modification "
+                       f"{found[-1].id} ({found[-1].effective})", "list modifications in the "
+                       "order they take effect")
+        elif not pop_start <= effective <= end:
+            entry.fail(f"{label} takes effect on {effective}, outside the agreement's period "
+                       f"({pop_start} to {end})", "a modification changes an agreement while "
+                       "it runs: give a day within its period, or record a new agreement")
+        if new_end is not None and new_end < effective:
+            entry.fail(f"{label}'s pop_end {new_end} is before its effective day {effective}",
+                       "the period cannot end before the modification takes effect")
+        holds = credits + sum(m.credits for m in found) + added
+        if holds < 0:
+            entry.fail(f"{label} removes {-added} credits, more than the agreement holds "
+                       f"({holds - added})", "remove at most what the agreement holds")
+        found.append(Modification(mod_id, effective, added, new_end))
+    return tuple(found)
 
 
 def _is_guid(text: str) -> bool:

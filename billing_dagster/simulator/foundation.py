@@ -167,12 +167,20 @@ class Foundation:
         self._state.delete_service_instance(instance_guid, self._script_at(at),
                                             self._script_rng)
 
-    def create_organization(self, name: str, at: datetime) -> str:
-        """A new org (CF writes no usage event for it); returns its guid."""
+    def create_organization(self, name: str, at: datetime, *, guid: str | None = None) -> str:
+        """A new org (CF writes no usage event for it), with ``guid`` when given (a catalog
+        written beforehand can then name it); returns its guid."""
         created = self._script_at(at)
-        guid = new_guid(self._script_rng)
+        generated = new_guid(self._script_rng)  # drawn either way: later guids stay the same
+        guid = guid or generated
         self._state.add_organization(Organization(guid, name, created, DEFAULT_QUOTA_GUID))
         return guid
+
+    def rename_organization(self, org_guid: str, name: str, at: datetime) -> None:
+        """``cf rename-org``: the org's name changes; its guid, spaces and usage stay."""
+        self._script_at(at)
+        org = self._state.organizations[org_guid]
+        self._state.organizations[org_guid] = replace(org, name=name)
 
     def create_space(self, org_guid: str, name: str, at: datetime) -> str:
         """A new space of ``org_guid``; new apps and instances may then land in it."""

@@ -7,14 +7,20 @@ SELECT pg_advisory_xact_lock(hashtext('billing.catalog')),
 -- name: create_catalog_staging
 -- Temporary tables that one catalog is COPYed into; dropped at commit (and first, in case the
 -- caller's transaction still holds them from an earlier load).
-DROP TABLE IF EXISTS catalog_tier, catalog_customer, catalog_customer_org, catalog_kind,
-    catalog_price, catalog_iaa, catalog_changes;
+DROP TABLE IF EXISTS catalog_tier, catalog_customer, catalog_customer_tier, catalog_org,
+    catalog_kind, catalog_price, catalog_iaa, catalog_iaa_modification, catalog_changes,
+    catalog_ownership_change;
 CREATE TEMP TABLE catalog_tier (name text NOT NULL, credits_per_month bigint NOT NULL)
     ON COMMIT DROP;
 CREATE TEMP TABLE catalog_customer (id text NOT NULL, name text NOT NULL, tier text NOT NULL)
     ON COMMIT DROP;
-CREATE TEMP TABLE catalog_customer_org (org_name text NOT NULL, customer_id text NOT NULL)
-    ON COMMIT DROP;
+CREATE TEMP TABLE catalog_customer_tier (
+    customer_id text NOT NULL, tier text NOT NULL, valid_from date, valid_to date
+) ON COMMIT DROP;
+CREATE TEMP TABLE catalog_org (
+    org_guid text NOT NULL, customer_id text NOT NULL, alias text, valid_from timestamptz,
+    valid_to timestamptz, source text NOT NULL
+) ON COMMIT DROP;
 CREATE TEMP TABLE catalog_kind (
     meter text NOT NULL, natural_id text NOT NULL, name text NOT NULL, details jsonb NOT NULL
 ) ON COMMIT DROP;
@@ -27,8 +33,15 @@ CREATE TEMP TABLE catalog_iaa (
     id text NOT NULL, customer_id text NOT NULL, credits_microcredits bigint NOT NULL,
     pop_start date NOT NULL, pop_end date NOT NULL
 ) ON COMMIT DROP;
+CREATE TEMP TABLE catalog_iaa_modification (
+    iaa_id text NOT NULL, id text NOT NULL, effective date NOT NULL,
+    credits_microcredits bigint NOT NULL, pop_end date
+) ON COMMIT DROP;
 CREATE TEMP TABLE catalog_changes (
     changed_prices tstzmultirange NOT NULL, changed_orgs text[] NOT NULL
+) ON COMMIT DROP;
+CREATE TEMP TABLE catalog_ownership_change (
+    org_guid text NOT NULL, changed tstzmultirange NOT NULL
 ) ON COMMIT DROP;
 
 -- name: copy_catalog_tier
@@ -39,9 +52,13 @@ COPY catalog_tier (name, credits_per_month) FROM STDIN
 -- COPY target for the customers.
 COPY catalog_customer (id, name, tier) FROM STDIN
 
--- name: copy_catalog_customer_org
--- COPY target for the org-to-customer mapping.
-COPY catalog_customer_org (org_name, customer_id) FROM STDIN
+-- name: copy_catalog_customer_tier
+-- COPY target for the customers' tiers over time.
+COPY catalog_customer_tier (customer_id, tier, valid_from, valid_to) FROM STDIN
+
+-- name: copy_catalog_org
+-- COPY target for the orgs' owners over time.
+COPY catalog_org (org_guid, customer_id, alias, valid_from, valid_to, source) FROM STDIN
 
 -- name: copy_catalog_kind
 -- COPY target for the resource kinds.
@@ -54,6 +71,10 @@ COPY catalog_price (kind, microcredits_per_unit, unit, valid_from, valid_to, sou
 -- name: copy_catalog_iaa
 -- COPY target for the agreements.
 COPY catalog_iaa (id, customer_id, credits_microcredits, pop_start, pop_end) FROM STDIN
+
+-- name: copy_catalog_iaa_modification
+-- COPY target for the agreements' modifications.
+COPY catalog_iaa_modification (iaa_id, id, effective, credits_microcredits, pop_end) FROM STDIN
 
 -- name: upsert_catalog_tiers
 -- Add new tiers and update changed ones; a tier gone from the catalog stays (customers and
@@ -90,10 +111,43 @@ UPDATE catalog_price p
   JOIN billing.resource_kind k ON k.meter = ck.meter AND k.natural_id = ck.natural_id
  WHERE ck.name = p.kind;
 
+-- name: record_catalog_ownership_changes
+-- Before anything is replaced: per org, the instants at which its owner differs between the
+-- stored ownership and the catalog's (the periods in one set and not the other, less the
+-- instants where both give the same owner). A changed alias alone changes no instant.
+INSERT INTO catalog_ownership_change (org_guid, changed)
+WITH old_owner AS (
+    SELECT org_guid, customer_id, valid_during FROM billing.org_ownership
+),
+new_owner AS (
+    SELECT org_guid, customer_id, tstzrange(valid_from, valid_to, '[)') AS valid_during
+      FROM catalog_org
+),
+differing AS (
+    (SELECT * FROM old_owner EXCEPT SELECT * FROM new_owner)
+    UNION ALL
+    (SELECT * FROM new_owner EXCEPT SELECT * FROM old_owner)
+),
+differing_by_org AS (
+    SELECT org_guid, range_agg(valid_during) AS during FROM differing GROUP BY org_guid
+),
+agreeing_by_org AS (
+    SELECT o.org_guid, range_agg(o.valid_during * n.valid_during) AS during
+      FROM old_owner o
+      JOIN new_owner n USING (org_guid, customer_id)
+     WHERE o.valid_during && n.valid_during
+     GROUP BY o.org_guid
+)
+SELECT d.org_guid, d.during - coalesce(a.during, '{}'::tstzmultirange)
+  FROM differing_by_org d
+  LEFT JOIN agreeing_by_org a USING (org_guid)
+ WHERE d.during - coalesce(a.during, '{}'::tstzmultirange) <> '{}'::tstzmultirange;
+
 -- name: record_catalog_changes
 -- Before anything is replaced: the instants at which some kind's price differs between the
 -- stored prices and the catalog's (the validity ranges of prices in one set and not the other,
--- less the instants where both sets agree on the terms), and the orgs whose customer differs.
+-- less the instants where both sets agree on the terms), and the orgs whose owner changed
+-- (record_catalog_ownership_changes runs first).
 INSERT INTO catalog_changes (changed_prices, changed_orgs)
 WITH old_price AS (
     SELECT resource_kind_id, microcredits_per_unit, unit, valid_during FROM billing.price
@@ -123,29 +177,24 @@ changed_ranges AS (
       FROM differing_by_kind d
       LEFT JOIN agreeing_by_kind a USING (resource_kind_id)
      CROSS JOIN unnest(d.during - coalesce(a.during, '{}'::tstzmultirange)) AS changed
-),
-changed_orgs AS (
-    SELECT org_name
-      FROM billing.customer_org o
-      FULL JOIN catalog_customer_org n USING (org_name)
-     WHERE o.customer_id IS DISTINCT FROM n.customer_id
 )
 SELECT coalesce((SELECT range_agg(changed) FROM changed_ranges), '{}'::tstzmultirange),
-       coalesce((SELECT array_agg(org_name ORDER BY org_name) FROM changed_orgs), '{}')
+       coalesce((SELECT array_agg(org_guid ORDER BY org_guid) FROM catalog_ownership_change),
+                '{}')
 RETURNING changed_prices, changed_orgs;
 
--- name: delete_catalog_orgs
--- The org-to-customer mapping is the catalog's: drop the orgs it no longer lists.
-DELETE FROM billing.customer_org o
- WHERE NOT EXISTS (SELECT 1 FROM catalog_customer_org n WHERE n.org_name = o.org_name);
+-- name: replace_catalog_ownership
+-- Org ownership is the catalog's: replace all of it (after the changes were recorded).
+DELETE FROM billing.org_ownership;
+INSERT INTO billing.org_ownership (org_guid, customer_id, alias, valid_during, source)
+SELECT org_guid, customer_id, alias, tstzrange(valid_from, valid_to, '[)'), source
+  FROM catalog_org;
 
--- name: upsert_catalog_orgs
--- Map each org the catalog lists to its customer.
-INSERT INTO billing.customer_org AS o (org_name, customer_id)
-SELECT org_name, customer_id FROM catalog_customer_org
-ON CONFLICT (org_name) DO UPDATE
-   SET customer_id = EXCLUDED.customer_id
- WHERE o.customer_id IS DISTINCT FROM EXCLUDED.customer_id;
+-- name: replace_catalog_customer_tiers
+-- Customers' tiers over time are the catalog's: replace all of them.
+DELETE FROM billing.customer_tier;
+INSERT INTO billing.customer_tier (customer_id, tier, valid_during)
+SELECT customer_id, tier, daterange(valid_from, valid_to, '[)') FROM catalog_customer_tier;
 
 -- name: delete_catalog_prices
 -- Prices are the catalog's: drop every stored price whose kind, terms or range it no longer
@@ -178,6 +227,45 @@ SELECT n.resource_kind_id, n.microcredits_per_unit, n.unit, n.valid_during, n.so
                       AND p.microcredits_per_unit = n.microcredits_per_unit
                       AND p.unit = n.unit
                       AND p.valid_during = n.valid_during);
+
+-- name: refused_modification_changes
+-- Modifications the catalog changes, adds or no longer lists, of which the modification or
+-- the agreement's expiry is already posted: refused.
+WITH stored AS (
+    SELECT iaa_id, id, effective, credits_microcredits, pop_end FROM billing.iaa_modification
+),
+staged AS (
+    SELECT iaa_id, id, effective, credits_microcredits, pop_end FROM catalog_iaa_modification
+),
+changed AS (
+    SELECT iaa_id, id, s.effective IS NOT NULL AS stored, n.effective IS NOT NULL AS listed
+      FROM stored s
+      FULL JOIN staged n USING (iaa_id, id)
+     WHERE (s.effective, s.credits_microcredits, s.pop_end)
+           IS DISTINCT FROM (n.effective, n.credits_microcredits, n.pop_end)
+)
+SELECT c.iaa_id, c.id, c.stored, c.listed,
+       EXISTS (SELECT 1 FROM billing.ledger_transaction t
+                WHERE t.idempotency_key = 'iaa_pop_end:' || c.iaa_id) AS expired
+  FROM changed c
+ WHERE EXISTS (SELECT 1 FROM billing.ledger_transaction t
+                WHERE t.idempotency_key IN ('iaa_modification:' || c.iaa_id || ':' || c.id,
+                                            'iaa_pop_end:' || c.iaa_id))
+ ORDER BY c.iaa_id, c.id;
+
+-- name: replace_catalog_modifications
+-- The modifications are the catalog's (a posted one cannot differ: see
+-- refused_modification_changes): drop those it no longer lists, add and update the rest.
+DELETE FROM billing.iaa_modification m
+ WHERE NOT EXISTS (SELECT 1 FROM catalog_iaa_modification n
+                    WHERE n.iaa_id = m.iaa_id AND n.id = m.id);
+INSERT INTO billing.iaa_modification AS m (iaa_id, id, effective, credits_microcredits, pop_end)
+SELECT iaa_id, id, effective, credits_microcredits, pop_end FROM catalog_iaa_modification
+ON CONFLICT (iaa_id, id) DO UPDATE
+   SET effective = EXCLUDED.effective, credits_microcredits = EXCLUDED.credits_microcredits,
+       pop_end = EXCLUDED.pop_end
+ WHERE (m.effective, m.credits_microcredits, m.pop_end)
+       IS DISTINCT FROM (EXCLUDED.effective, EXCLUDED.credits_microcredits, EXCLUDED.pop_end);
 
 -- name: refused_iaa_changes
 -- Agreements the catalog changes (customer, credits or period) whose credits are already
@@ -212,7 +300,16 @@ ON CONFLICT (id) DO UPDATE
 SELECT id, checksum FROM billing.catalog_load ORDER BY id DESC LIMIT 1;
 
 -- name: insert_catalog_load
--- Record the load with what it changed; the re-pricing sensor picks it up.
-INSERT INTO billing.catalog_load (source, checksum, summary, changed_prices, changed_orgs)
-SELECT %(source)s, %(checksum)s, %(summary)s, changed_prices, changed_orgs FROM catalog_changes
-RETURNING id;
+-- Record the load with what it changed (the instants of each org whose owner changed in
+-- billing.ownership_change); the re-pricing sensor picks it up.
+WITH load AS (
+    INSERT INTO billing.catalog_load (source, checksum, summary, changed_prices, changed_orgs)
+    SELECT %(source)s, %(checksum)s, %(summary)s, changed_prices, changed_orgs
+      FROM catalog_changes
+    RETURNING id
+),
+orgs AS (
+    INSERT INTO billing.ownership_change (catalog_load_id, org_guid, changed)
+    SELECT load.id, c.org_guid, c.changed FROM load CROSS JOIN catalog_ownership_change c
+)
+SELECT id FROM load;

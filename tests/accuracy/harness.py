@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +51,7 @@ from billing_dagster.partitions import hourly_keys_between
 from billing_dagster.pricing.postings import price_window
 from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
 from billing_dagster.simulator import Foundation, Simulator
+from billing_dagster.simulator.records import Organization
 from billing_dagster.sql import copy_rows, queries_in
 from billing_dagster.usage.events import land_events
 from billing_dagster.usage.measurements import derive_window
@@ -62,6 +64,7 @@ HOUR = timedelta(hours=1)
 CLIENT = ("billing", "billing-secret")
 CUSTOMERS = ("agency-a", "agency-b", "agency-c", "agency-d", "agency-e")
 NEW_ORG = "accuracy-new-org"
+NEW_ORG_GUID = str(uuid.uuid5(uuid.NAMESPACE_URL, "billing-dagster:accuracy-new-org"))
 QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -82,6 +85,8 @@ class Scenario:
     purge_at: int = 400  # CF's usage events purged and reseeded at half past this hour
     skew_at: tuple[int, ...] = (30, 31, 120, 500)
     new_org_at: int = 90
+    move_at: int = 300  # an org passes from one customer to another (catalog periods)
+    rename_at: int = 320  # an org renamed in CF (its owner keeps its usage)
     page_sizes: tuple[int, ...] = (5000, 1, 3)  # per_page of event reads, hour by hour
 
     @property
@@ -108,7 +113,8 @@ class Scenario:
             outage=(at(self.outage[0]), at(self.outage[0]) + 6),
             purge_at=at(self.purge_at),
             skew_at=tuple(sorted({max(at(h), install + 1) for h in self.skew_at})),
-            new_org_at=at(self.new_org_at), page_sizes=self.page_sizes)
+            new_org_at=at(self.new_org_at), move_at=at(self.move_at),
+            rename_at=max(at(self.rename_at), install + 1), page_sizes=self.page_sizes)
 
 
 @dataclass
@@ -231,7 +237,8 @@ def run(database_url: str, scenario: Scenario) -> Report:
     foundation = Foundation(s.seed, s.apps, s.service_instances,
                             s.month_start - timedelta(days=s.history_days))
     with Simulator(foundation, client_id=CLIENT[0], client_secret=CLIENT[1]) as sim, \
-            catalog_directory(foundation) as catalog, connect(database_url) as conn:
+            catalog_directory(foundation, s.hour(s.move_at)) as catalog, \
+            connect(database_url) as conn:
         load_catalog(conn, read_catalog(catalog))
         churn = Production(sim, conn, database_url, s).live()
         report = compare(sim, conn, s, catalog)
@@ -309,8 +316,14 @@ class Production:
         with self.sim.lock:
             if n in s.skew_at:
                 self._skewed_scale(f, start + timedelta(minutes=20))
+            if n == s.rename_at:
+                org = catalog_orgs(f)[RENAMED_ORG]
+                f.rename_organization(org.guid, org.name + "-renamed",
+                                      start + timedelta(minutes=5))
+                self.churn["orgs renamed in CF"] += 1
             if n == s.new_org_at:
-                org = f.create_organization(NEW_ORG, start + timedelta(minutes=10))
+                org = f.create_organization(NEW_ORG, start + timedelta(minutes=10),
+                                            guid=NEW_ORG_GUID)
                 space = f.create_space(org, "dev", start + timedelta(minutes=12))
                 f.create_app(space, start + timedelta(minutes=15), instances=2,
                              memory_in_mb=512, worker=True)
@@ -364,31 +377,50 @@ class _DagsterRuns:
 # -- the catalog the month is priced with --------------------------------------------------
 
 
+MOVED_ORG, RENAMED_ORG = 2, 1  # positions in catalog_orgs: owned by CUSTOMERS[2] and [1]
+
+
+def catalog_orgs(foundation: Foundation) -> list[Organization]:
+    """The foundation's orgs as the catalog lists them (by name, as first generated, and the
+    org the scenario creates mid-month), each owned by CUSTOMERS[position % 5]."""
+    generated = [o for o in foundation.organizations.values() if o.guid != NEW_ORG_GUID]
+    return sorted(generated, key=lambda o: o.name.removesuffix("-renamed")) + [
+        Organization(NEW_ORG_GUID, NEW_ORG, "", "")]
+
+
 @contextmanager
-def catalog_directory(foundation: Foundation) -> Iterator[Path]:
+def catalog_directory(foundation: Foundation, moved_at: datetime | None = None
+                      ) -> Iterator[Path]:
     """The example catalog's tiers, kinds and prices, with customers owning every org of the
-    foundation (and the org the scenario creates mid-month), each with an agreement (two of
-    them with a second, overlapping one)."""
+    foundation (and the org the scenario creates mid-month), by guid; from ``moved_at`` one org
+    passes from CUSTOMERS[2] to CUSTOMERS[3]. Each customer has an agreement (two of them a
+    second, overlapping one; one of those is modified mid-May)."""
     directory = Path(tempfile.mkdtemp(prefix="accuracy-catalog-"))
     try:
         for name in ("tiers.yaml", "resource_kinds.yaml", "prices.yaml"):
             shutil.copy(EXAMPLE_CATALOG / name, directory / name)
-        orgs = sorted(o.name for o in foundation.organizations.values()) + [NEW_ORG]
-        owned: dict[str, list[str]] = defaultdict(list)
-        for i, org in enumerate(orgs):
-            owned[CUSTOMERS[i % len(CUSTOMERS)]].append(org)
+        owned: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for i, org in enumerate(catalog_orgs(foundation)):
+            entry: dict[str, Any] = {"guid": org.guid, "name": org.name}
+            if i == MOVED_ORG and moved_at is not None:
+                owned[CUSTOMERS[3]].append({**entry, "valid_from": moved_at})
+                entry["valid_to"] = moved_at
+            owned[CUSTOMERS[i % len(CUSTOMERS)]].append(entry)
         (directory / "customers.yaml").write_text(yaml.safe_dump({"customers": [
             {"id": c, "name": f"Agency {c[-1].upper()}", "tier": "giga", "orgs": owned[c]}
             for c in CUSTOMERS]}))
         # Every customer has a large two-year agreement; two also hold a small one that ends
-        # mid-May, so May's hours draw from it first, exhaust it or see it expire.
+        # mid-May, so May's hours draw from it first, exhaust it or see it expire; the first
+        # of those gets 20 credits more from May 7 and runs until May 20.
+        bridges = [{"id": f"IAA-{c.upper()}-BRIDGE", "customer": c, "credits": credits,
+                    "pop_start": date(2025, 4, 1), "pop_end": date(2025, 5, 14)}
+                   for c, credits in ((CUSTOMERS[0], 40), (CUSTOMERS[1], 5000))]
+        bridges[0]["modifications"] = [{"id": "P00001", "effective": date(2025, 5, 7),
+                                        "credits": 20, "pop_end": date(2025, 5, 20)}]
         (directory / "iaas.yaml").write_text(yaml.safe_dump({"iaas": [
             {"id": f"IAA-{c.upper()}", "customer": c, "credits": 1_000_000,
              "pop_start": date(2024, 10, 1), "pop_end": date(2026, 9, 30)}
-            for c in CUSTOMERS] + [
-            {"id": f"IAA-{c.upper()}-BRIDGE", "customer": c, "credits": credits,
-             "pop_start": date(2025, 4, 1), "pop_end": date(2025, 5, 14)}
-            for c, credits in ((CUSTOMERS[0], 40), (CUSTOMERS[1], 5000))]}))
+            for c in CUSTOMERS] + bridges}))
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -412,11 +444,6 @@ def read_prices(catalog: Path) -> list[Price]:
     kinds = {k["name"]: (k["meter"], k["natural_id"]) for k in
              yaml.safe_load((catalog / "resource_kinds.yaml").read_text())["resource_kinds"]}
 
-    def moment(value: Any) -> datetime:
-        if isinstance(value, datetime):
-            return value.astimezone(UTC)
-        return datetime.combine(value, time(), NEW_YORK).astimezone(UTC)
-
     prices = []
     for p in yaml.safe_load((catalog / "prices.yaml").read_text())["prices"]:
         meter, kind = kinds[p["kind"]]
@@ -426,10 +453,32 @@ def read_prices(catalog: Path) -> list[Price]:
     return prices
 
 
-def read_owners(catalog: Path) -> dict[str, str]:
-    """org name -> customer id, from customers.yaml."""
-    return {org: c["id"] for c in yaml.safe_load((catalog / "customers.yaml").read_text())[
-        "customers"] for org in c["orgs"]}
+def moment(value: date | datetime) -> datetime:
+    """A catalog instant: a date is its midnight in New York."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return datetime.combine(value, time(), NEW_YORK).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Owners:
+    """Who owns each org (by guid) when, read here with plain YAML from customers.yaml."""
+
+    periods: dict[str, list[tuple[str, datetime | None, datetime | None]]]
+
+    def at(self, org_guid: str | None, hour: datetime) -> str | None:
+        return next((customer for customer, start, end in self.periods.get(org_guid or "", [])
+                     if (start is None or start <= hour) and (end is None or hour < end)), None)
+
+
+def read_owners(catalog: Path) -> Owners:
+    periods: dict[str, list[tuple[str, datetime | None, datetime | None]]] = defaultdict(list)
+    for c in yaml.safe_load((catalog / "customers.yaml").read_text())["customers"]:
+        for org in c["orgs"]:
+            periods[org["guid"]].append(
+                (c["id"], moment(org["valid_from"]) if "valid_from" in org else None,
+                 moment(org["valid_to"]) if "valid_to" in org else None))
+    return Owners(dict(periods))
 
 
 # -- comparing -----------------------------------------------------------------------------
@@ -453,10 +502,8 @@ def compare(sim: Simulator, conn: psycopg.Connection, s: Scenario, catalog: Path
         posted = cur.execute(SQL["posted_lines"], window).fetchall()
         minute_one = cur.execute(SQL["minute_one_snapshots"], window).fetchall()
         cur.execute("DROP TABLE oracle_usage, resource_hour_comparison")
-    with sim.lock:
-        org_names = {guid: org.name for guid, org in sim.foundation.organizations.items()}
     lines = price_lines(posted, oracle, differing, minute_one, read_prices(catalog),
-                        read_owners(catalog), org_names)
+                        read_owners(catalog))
     log.info("compared %d oracle rows for %s", len(oracle), month_key)
     return Report(s, by_status, [d for d in differing if d["status"] == "complete"],
                   flagged, lines)
@@ -481,8 +528,7 @@ def fetch_oracle(url: str, start: datetime, end: datetime) -> list[tuple]:
 
 def price_lines(posted: list[dict[str, Any]], oracle: list[tuple],
                 differing: list[dict[str, Any]], minute_one: list[dict[str, Any]],
-                prices: list[Price], owners: dict[str, str],
-                org_names: dict[str, str]) -> list[LineRow]:
+                prices: list[Price], owners: Owners) -> list[LineRow]:
     """Per customer and price line: what was posted, the oracle priced exactly and rounded
     once (half-even), the part of the difference from flagged resource-hours, and
     cloud-gov/billing's method (truncated per resource-hour)."""
@@ -495,7 +541,7 @@ def price_lines(posted: list[dict[str, Any]], oracle: list[tuple],
 
     def line_of(meter: str, kind: str, hour: datetime, org_guid: str | None
                 ) -> tuple[tuple, Price] | None:
-        customer = owners.get(org_names.get(org_guid or "", ""))
+        customer = owners.at(org_guid, hour)
         p = price(meter, kind, hour)
         if customer is None or p is None:
             return None

@@ -302,10 +302,8 @@ def against_oracle(w: World) -> Truth:
         by_status = list(cur.execute(harness.SQL["compare_by_meter_and_status"]))
         posted = cur.execute(harness.SQL["posted_lines"], window).fetchall()
         cur.execute("DROP TABLE oracle_usage, resource_hour_comparison")
-    with w.sim.lock:
-        org_names = {guid: org.name for guid, org in w.sim.foundation.organizations.items()}
     lines = harness.price_lines(posted, oracle, [], [], harness.read_prices(w.catalog),
-                                harness.read_owners(w.catalog), org_names)
+                                harness.read_owners(w.catalog))
     counted = [r for r in by_status if r["status"] in ("complete", "not measured")]
     return Truth(missing=sum(r["missing"] for r in counted),
                  extra=sum(r["extra"] for r in counted),

@@ -119,9 +119,11 @@ SET session_replication_role = replica;
 -- The catalog as loaded: a refused load must leave every row of it as it was.
 SELECT 'tier' AS what, to_jsonb(t) - 'id' AS row FROM billing.tier t
  UNION ALL SELECT 'customer', to_jsonb(c) FROM billing.customer c
- UNION ALL SELECT 'customer_org', to_jsonb(o) FROM billing.customer_org o
+ UNION ALL SELECT 'customer_tier', to_jsonb(ct) FROM billing.customer_tier ct
+ UNION ALL SELECT 'org_ownership', to_jsonb(o) FROM billing.org_ownership o
  UNION ALL SELECT 'resource_kind', to_jsonb(k) FROM billing.resource_kind k
  UNION ALL SELECT 'price', to_jsonb(p) FROM billing.price p
  UNION ALL SELECT 'iaa', to_jsonb(i) FROM billing.iaa i
+ UNION ALL SELECT 'iaa_modification', to_jsonb(m) FROM billing.iaa_modification m
  UNION ALL SELECT 'catalog_load', to_jsonb(l) FROM billing.catalog_load l
  ORDER BY 1, 2;
