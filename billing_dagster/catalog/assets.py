@@ -35,8 +35,9 @@ def billing_catalog(context: dg.AssetExecutionContext, config: CatalogConfig,
     """The reference data: tiers, customers and the CF orgs they own, resource kinds, prices
     and agreements, read from the catalog's YAML files, validated, and loaded in one
     transaction. Each load that changes something is one row of billing.catalog_load, with the
-    instants whose price changed and the orgs whose customer changed (re-priced by the
-    repricing sensor). A bad catalog fails the run with every problem listed, writing nothing."""
+    instants whose price changed and, per org, the instants whose owner changed (re-priced by
+    the repricing sensor). A bad catalog fails the run with every problem listed, writing
+    nothing."""
     directory = catalog_directory(config.directory)
     if directory == EXAMPLE_CATALOG:
         context.log.info(f"loading the example catalog {directory}")
@@ -47,14 +48,17 @@ def billing_catalog(context: dg.AssetExecutionContext, config: CatalogConfig,
     except CatalogError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False,
                          metadata={"problems": dg.MetadataValue.json(exc.problems)}) from exc
+    aliases = {org.guid: org.alias for _, org in catalog.ownerships}
+    changed_orgs = [f"{aliases[guid]} ({guid})" if aliases.get(guid) else guid
+                    for guid in loaded.changed_orgs]
     context.log.info(f"catalog {loaded.source}: "
                      + ("unchanged" if loaded.unchanged else
                         f"load {loaded.catalog_load_id}, {len(loaded.changed_prices)} changed "
-                        f"price ranges, changed orgs {loaded.changed_orgs}"))
-    return dg.MaterializeResult(metadata=_metadata(loaded))
+                        f"price ranges, orgs whose owner changed: {changed_orgs}"))
+    return dg.MaterializeResult(metadata=_metadata(loaded, changed_orgs))
 
 
-def _metadata(loaded: CatalogLoad) -> dict[str, Any]:
+def _metadata(loaded: CatalogLoad, changed_orgs: list[str]) -> dict[str, Any]:
     return {
         "source": dg.MetadataValue.path(loaded.source),
         "checksum": loaded.checksum,
@@ -64,7 +68,7 @@ def _metadata(loaded: CatalogLoad) -> dict[str, Any]:
         "changed_prices": dg.MetadataValue.json([
             [start.isoformat(), end.isoformat() if end else None]
             for start, end in loaded.changed_prices]),
-        "changed_orgs": dg.MetadataValue.json(loaded.changed_orgs),
+        "changed_orgs": dg.MetadataValue.json(changed_orgs),
     }
 
 
