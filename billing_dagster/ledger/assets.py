@@ -143,18 +143,27 @@ class StatementsConfig(dg.Config):
           deps=[ledger_entries])
 def monthly_statements(context: dg.AssetExecutionContext, db: BillingDatabase,
                        config: StatementsConfig) -> dg.MaterializeResult:
-    """One statement per customer and business month: usage by org, space and resource kind,
-    in unit-seconds, exact microcredits and credits, with the amount the ledger holds for the
-    month (rounded once per price line). Written as CSV, one file per customer."""
+    """One statement per customer and business month (New York): the customer's tier of the
+    month and its monthly allotment next to the month's use; usage by org, space and resource
+    kind, in unit-seconds, exact microcredits and credits; and one line per agreement active in
+    the month (or whose credits moved in it): its period, opening credits, credits added (its
+    start, modifications), drawn by usage, expired, and closing credits, then the month's
+    overage and credits used. Written as two CSV files per customer,
+    <month>/<customer>.csv (usage) and <month>/<customer>-agreements.csv, and as Markdown."""
     month_start, month_end = utc_window(context.partition_time_window)
     month = business_month(context.partition_time_window)
     directory = statements_directory(config.output_dir)
     with db.connect() as conn:
         statements = build_statements(conn, month, month_start, month_end)
-    paths = [str(s.write_csv(directory)) for s in statements]
+    paths = [str(path) for s in statements for path in s.write_csv(directory)]
     return dg.MaterializeResult(metadata={
+        "business_month": f"{month:%Y-%m}",
         "customers": len(statements),
+        "customers_with_overage": dg.MetadataValue.json(
+            [s.customer_id for s in statements if s.overage_microcredits > 0]),
+        "used_microcredits": sum(s.used_microcredits for s in statements),
+        "overage_microcredits": sum(s.overage_microcredits for s in statements),
         "files": dg.MetadataValue.json(paths),
         "statements": dg.MetadataValue.md(
-            "\n\n".join(s.to_markdown() for s in statements) or "no usage this month"),
+            "\n\n".join(s.to_markdown() for s in statements) or "no statement this month"),
     })

@@ -313,38 +313,6 @@ SELECT c.id AS customer_id, c.name, c.tier,
  GROUP BY c.id, c.name, c.tier
  ORDER BY c.id;
 
--- name: statement_rows
--- A customer's month by org, space and resource kind: unit-seconds and exact microcredits.
-SELECT coalesce(o.name, hp.org_guid) AS org, coalesce(sp.name, hp.space_guid) AS space,
-       k.meter, coalesce(k.name, k.natural_id) AS kind,
-       hp.microcredits_per_unit, hp.unit,
-       sum(hp.quantity)::bigint AS unit_seconds,
-       sum(hp.quantity)::numeric * hp.microcredits_per_unit / hp.unit AS microcredits_exact
-  FROM billing.hourly_posting hp
-  JOIN billing.resource_kind k ON k.id = hp.resource_kind_id
-  LEFT JOIN billing.cf_org o ON o.guid = hp.org_guid
-  LEFT JOIN billing.cf_space sp ON sp.guid = hp.space_guid
- WHERE hp.customer_id = %(customer_id)s AND hp.price_id IS NOT NULL
-   AND hp.hour_start >= %(month_start)s AND hp.hour_start < %(month_end)s
- GROUP BY 1, 2, 3, 4, 5, 6
- ORDER BY 1, 2, 3, 4;
-
--- name: posted_month_by_customer
--- What the ledger holds for a business month per customer: usage posts and adjustments.
-SELECT t.customer_id, sum(l.amount_microcredits)::bigint AS posted_microcredits,
-       count(DISTINCT t.id) AS transactions
-  FROM billing.ledger_transaction t
-  JOIN billing.posting_line l ON l.transaction_id = t.id
- WHERE t.business_month = %(business_month)s
- GROUP BY t.customer_id
- ORDER BY t.customer_id;
-
--- name: statement_customers
--- Customers with priced usage in a month.
-SELECT DISTINCT customer_id FROM billing.hourly_posting
- WHERE customer_id IS NOT NULL AND price_id IS NOT NULL
-   AND hour_start >= %(month_start)s AND hour_start < %(month_end)s;
-
 -- name: month_coverage
 -- How much of a month was measured before it was posted: hours derived and hours flagged,
 -- per meter.
