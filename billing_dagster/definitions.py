@@ -14,6 +14,7 @@ from billing_dagster.jobs import (
     repricing_job,
 )
 from billing_dagster.ledger.assets import customer_balances, ledger_entries, monthly_statements
+from billing_dagster.ledger.runway import customer_runway, runway_alerts_sensor
 from billing_dagster.pricing.assets import priced_postings
 from billing_dagster.pricing.sensors import (
     reposting_sensor,
@@ -23,10 +24,10 @@ from billing_dagster.pricing.sensors import (
 from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
 from billing_dagster.usage.assets import foundation_snapshot, hourly_measurements, usage_events
 
-# customer_balances follows the ledger by itself; Dagster's default automation sensor starts
-# stopped, so this one is declared running.
+# customer_balances follows the ledger, customer_runway the metering runs and the ledger, by
+# themselves; Dagster's default automation sensor starts stopped, so this one is declared running.
 automation_sensor = dg.AutomationConditionSensorDefinition(
-    "billing_automation", target=dg.AssetSelection.assets(customer_balances),
+    "billing_automation", target=dg.AssetSelection.assets(customer_balances, customer_runway),
     default_status=dg.DefaultSensorStatus.RUNNING)
 
 
@@ -43,10 +44,10 @@ def resources() -> dict[str, dg.ConfigurableResource]:
 defs = dg.Definitions(
     assets=[billing_catalog, foundation_snapshot, usage_events, hourly_measurements,
             priced_postings,
-            ledger_entries, customer_balances, monthly_statements],
+            ledger_entries, customer_balances, monthly_statements, customer_runway],
     jobs=[landing_job, metering_job, repricing_job, ledger_job, catalog_job],
     schedules=[landing_schedule, ledger_schedule],
     sensors=[catalog_file_sensor, metering_after_landing_sensor, unknown_kinds_sensor,
-             repricing_sensor, reposting_sensor, automation_sensor],
+             repricing_sensor, reposting_sensor, runway_alerts_sensor, automation_sensor],
     resources=resources(),
 )

@@ -22,7 +22,7 @@ def test_schedules_land_at_minute_one_and_post_months_on_the_first_at_0601_new_y
 def test_sensors_run_by_default():
     repository = defs.get_repository_def()
     names = {"catalog_file_sensor", "metering_after_landing_sensor", "unknown_kinds_sensor",
-             "repricing_sensor", "reposting_sensor", "billing_automation"}
+             "repricing_sensor", "reposting_sensor", "runway_alerts_sensor", "billing_automation"}
     sensors = {s.name: s for s in repository.sensor_defs}
     assert names <= set(sensors)
     assert all(sensors[n].default_status == dg.DefaultSensorStatus.RUNNING for n in names)

@@ -61,6 +61,18 @@ def post_month(conn: psycopg.Connection, business_month: date, month_start: date
     return PostedMonth(business_month, posted)
 
 
+def customer_lots(cur: psycopg.Cursor[dict[str, Any]],
+                  customer_id: str) -> tuple[list[Lot], set[str]]:
+    """A customer's agreements as lots as the ledger holds them now (query customer_lots; an
+    expired lot holds nothing), and the ids of those that have expired."""
+    rows = cur.execute(query("customer_lots"), {"customer_id": customer_id}).fetchall()
+    expired = {r["iaa_id"] for r in rows if r["expired"]}
+    lots = [Lot(r["iaa_id"], r["starts_at"], r["ends_at"], 0 if r["expired"] else r["remaining"],
+                tuple((datetime.fromisoformat(at), amount) for at, amount in r["arrivals"]))
+            for r in rows]
+    return lots, expired
+
+
 def _draw_entries(cur: psycopg.Cursor[dict[str, Any]], transaction_id: int, customer_id: str,
                   params: dict[str, Any]) -> None:
     """Write a usage transaction's entries: the month's posted total spread over its hours,
@@ -74,11 +86,7 @@ def _draw_entries(cur: psycopg.Cursor[dict[str, Any]], transaction_id: int, cust
     before: dict[datetime, dict[str | None, int]] = defaultdict(dict)
     for r in cur.execute(query("month_draws"), at):
         before[r["hour_start"]][r["iaa_id"]] = r["amount"]
-    rows = cur.execute(query("customer_lots"), at).fetchall()
-    expired = {r["iaa_id"] for r in rows if r["expired"]}
-    lots = [Lot(r["iaa_id"], r["starts_at"], r["ends_at"], 0 if r["expired"] else r["remaining"],
-                tuple((datetime.fromisoformat(at), amount) for at, amount in r["arrivals"]))
-            for r in rows]
+    lots, expired = customer_lots(cur, customer_id)
     change = {hour: spread.get(hour, 0) - sum(before.get(hour, {}).values())
               for hour in set(spread) | set(before)}
     drawn = draw_down(lots, sorted((h, c) for h, c in change.items() if c > 0))

@@ -1,16 +1,13 @@
 """Sensors of the pricing domain: unknown resource kinds, and re-pricing after catalog loads."""
 
-import json
-import logging
-import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import dagster as dg
-import httpx
 from psycopg.rows import dict_row
 
+from billing_dagster.alerts import alert_webhook_url, post_alert
 from billing_dagster.jobs import ledger_job, repricing_job
 from billing_dagster.partitions import (
     RANGE_END,
@@ -22,7 +19,6 @@ from billing_dagster.partitions import (
 from billing_dagster.resources import BillingDatabase
 from billing_dagster.sql import query
 
-log = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
 
 
@@ -41,9 +37,10 @@ def unknown_kinds_sensor(context: dg.SensorEvaluationContext,
     report = [_describe(kind) for kind in new]
     for line in report:
         context.log.warning(f"unknown resource kind: {line}")
-    webhook = os.environ.get("BILLING_ALERT_WEBHOOK_URL")
+    webhook = alert_webhook_url()
     if webhook:
-        _post_alert(webhook, new)
+        post_alert(webhook, {"text": "billing-dagster: new unknown resource kinds",
+                             "kinds": [{k: str(v) for k, v in kind.items()} for kind in new]})
     return dg.SensorResult(
         skip_reason=f"{len(new)} new unknown resource kind(s): " + "; ".join(report),
         asset_events=[dg.AssetObservation(
@@ -57,16 +54,6 @@ def _describe(kind: dict[str, Any]) -> str:
     name = kind["name"] or kind["natural_id"]
     return (f"{kind['meter']}:{name} ({kind['reason']}) used {kind['hours']} hours from "
             f"{kind['first_hour']:%Y-%m-%d %H:00} UTC by {', '.join(kind['orgs'] or [])}")
-
-
-def _post_alert(url: str, kinds: list[dict[str, Any]]) -> None:
-    payload = {"text": "billing-dagster: new unknown resource kinds",
-               "kinds": [{k: str(v) for k, v in kind.items()} for kind in kinds]}
-    try:
-        httpx.post(url, content=json.dumps(payload),
-                   headers={"Content-Type": "application/json"}, timeout=10).raise_for_status()
-    except httpx.HTTPError as exc:  # the kinds are recorded; the alert is best effort
-        log.warning("alert webhook %s failed: %s", url, exc)
 
 
 @dg.sensor(name="repricing_sensor", minimum_interval_seconds=60, job=repricing_job,

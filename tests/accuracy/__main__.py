@@ -50,7 +50,7 @@ def main() -> int:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
     print(report.table())
-    failed = report.complete_differing or report.lines_off_by_more_than_one
+    failed = report.complete_differing or report.lines_off_by_more_than_one or report.ledger
     return 1 if failed else 0
 
 

@@ -98,3 +98,21 @@ SELECT f.hour_start, f.meter, r.natural_id AS resource, k.natural_id AS kind,
   JOIN billing.resource_kind k ON k.id = o.resource_kind_id
   LEFT JOIN billing.cf_space sp ON sp.guid = r.space_guid
  WHERE o.rate > 0;
+
+-- name: month_draws
+-- What the month's usage posting drew per customer, hour and agreement (NULL: overage).
+SELECT t.customer_id, d.hour_start, d.iaa_id, sum(d.amount_microcredits)::bigint AS amount
+  FROM billing.ledger_draw d
+  JOIN billing.ledger_transaction t ON t.id = d.transaction_id
+ WHERE t.business_month = %(business_month)s
+ GROUP BY 1, 2, 3
+HAVING sum(d.amount_microcredits) <> 0
+ ORDER BY 1, 2, 3;
+
+-- name: expiries
+-- The credits each agreement's expiry took (iaa_pop_end: the credit to credits_expired).
+SELECT substr(t.idempotency_key, length('iaa_pop_end:') + 1) AS iaa_id,
+       e.amount_microcredits AS amount
+  FROM billing.ledger_transaction t
+  JOIN billing.ledger_entry e ON e.transaction_id = t.id AND e.direction = -1
+ WHERE t.transaction_type = 'iaa_pop_end';

@@ -154,6 +154,8 @@ class Report:
     differing_complete: list[dict[str, Any]]
     flagged: list[dict[str, Any]]
     lines: list[LineRow]
+    ledger: list[str] = field(default_factory=list)  # agreement rules the draws break
+    draws: int = 0
     churn: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -218,7 +220,11 @@ class Report:
                 f"Posted vs oracle, outside flagged hours: worst line off by {worst} "
                 f"microcredit(s) (target <= 1); cloud-gov/billing's method off by "
                 f"{sum(abs(line.cloudgov - line.oracle) for line in self.lines):,} microcredits "
-                f"in all ({_share(cloudgov - oracle, oracle)} net)."]
+                f"in all ({_share(cloudgov - oracle, oracle)} net).",
+                "",
+                f"Ledger against the catalog's agreements (read independently): {self.draws:,} "
+                f"hourly draws checked, {len(self.ledger)} rule(s) broken (must be none)"]
+        out += [f"  {problem}" for problem in self.ledger[:20]]
         return "\n".join(out)
 
 
@@ -481,6 +487,90 @@ def read_owners(catalog: Path) -> Owners:
     return Owners(dict(periods))
 
 
+@dataclass(frozen=True)
+class Agreement:
+    """An agreement as iaas.yaml says, read here with plain YAML: its period as modified and
+    the credits that arrive in its lot (the purchase at its start, then each modification)."""
+
+    id: str
+    customer: str
+    starts: datetime
+    ends: datetime
+    arrivals: tuple[tuple[datetime, int], ...]  # (instant, microcredits)
+
+    def active_at(self, hour: datetime) -> bool:
+        return self.starts <= hour < self.ends
+
+    def arrived_by(self, hour: datetime) -> int:
+        return sum(amount for at, amount in self.arrivals if at <= hour)
+
+
+def read_agreements(catalog: Path) -> list[Agreement]:
+    agreements = []
+    for i in yaml.safe_load((catalog / "iaas.yaml").read_text())["iaas"]:
+        last_day, arrivals = i["pop_end"], [(moment(i["pop_start"]), i["credits"] * 10**6)]
+        for m in i.get("modifications", []):
+            if m.get("credits"):
+                arrivals.append((moment(m["effective"]), m["credits"] * 10**6))
+            last_day = m.get("pop_end", last_day)
+        agreements.append(Agreement(i["id"], i["customer"], moment(i["pop_start"]),
+                                    moment(last_day + timedelta(days=1)), tuple(arrivals)))
+    return agreements
+
+
+def ledger_violations(draws: list[dict[str, Any]], expiries: dict[str, int],
+                      lines: list[LineRow], agreements: list[Agreement],
+                      month_end: datetime) -> list[str]:
+    """What the month's draws break of the agreement rules, checked hour by hour against the
+    catalog read independently: a customer's draws add up to its posted lines; an hour draws
+    only from agreements active at it and only credits that had arrived; the one ending first
+    is drawn first; no overage while an active agreement holds credits; an agreement that
+    ended expires exactly what it did not draw. (The lots start full: no earlier month is
+    posted in the scenario.)"""
+    found: list[str] = []
+    posted: dict[str, int] = defaultdict(int)
+    for line in lines:
+        posted[line.customer] += line.posted
+    by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for d in draws:
+        by_customer[d["customer_id"]].append(d)
+    for customer in sorted(set(by_customer) | {c for c, v in posted.items() if v}):
+        rows = by_customer.get(customer, [])
+        if sum(d["amount"] for d in rows) != posted[customer]:
+            found.append(f"{customer}: draws add up to {sum(d['amount'] for d in rows):,}, "
+                         f"its posted lines to {posted[customer]:,}")
+        own = sorted((a for a in agreements if a.customer == customer),
+                     key=lambda a: (a.ends, a.starts, a.id))
+        drawn: dict[str, int] = defaultdict(int)
+        hours: dict[datetime, dict[str | None, int]] = defaultdict(dict)
+        for d in rows:
+            hours[d["hour_start"]][d["iaa_id"]] = d["amount"]
+        for hour in sorted(hours):
+            for iaa_id, amount in hours[hour].items():
+                if iaa_id is not None:
+                    drawn[iaa_id] += amount
+            active = [a for a in own if a.active_at(hour)]
+            for iaa_id in hours[hour]:
+                if iaa_id is not None and iaa_id not in {a.id for a in active}:
+                    found.append(f"{customer} {hour:%Y-%m-%d %H:00}: drew from {iaa_id} outside "
+                                 "its period")
+            for i, a in enumerate(active):
+                left = a.arrived_by(hour) - drawn[a.id]
+                if left < 0:
+                    found.append(f"{customer} {hour:%Y-%m-%d %H:00}: {a.id} drew {-left:,} "
+                                 "more than had arrived")
+                later = [b.id for b in active[i + 1:] if hours[hour].get(b.id)]
+                if left > 0 and (None in hours[hour] or later):
+                    found.append(f"{customer} {hour:%Y-%m-%d %H:00}: "
+                                 + ("overage" if None in hours[hour] else later[0])
+                                 + f" drawn while {a.id} held {left:,}")
+        for a in own:
+            if a.ends <= month_end and a.arrived_by(a.ends) - drawn[a.id] != expiries.get(a.id, 0):
+                found.append(f"{a.id}: expired {expiries.get(a.id, 0):,}, "
+                             f"left undrawn {a.arrived_by(a.ends) - drawn[a.id]:,}")
+    return found
+
+
 # -- comparing -----------------------------------------------------------------------------
 
 
@@ -501,12 +591,15 @@ def compare(sim: Simulator, conn: psycopg.Connection, s: Scenario, catalog: Path
         flagged = cur.execute(SQL["flagged_hours"], window).fetchall()
         posted = cur.execute(SQL["posted_lines"], window).fetchall()
         minute_one = cur.execute(SQL["minute_one_snapshots"], window).fetchall()
+        draws = cur.execute(SQL["month_draws"], window).fetchall()
+        expiries = {r["iaa_id"]: r["amount"] for r in cur.execute(SQL["expiries"])}
         cur.execute("DROP TABLE oracle_usage, resource_hour_comparison")
     lines = price_lines(posted, oracle, differing, minute_one, read_prices(catalog),
                         read_owners(catalog))
+    ledger = ledger_violations(draws, expiries, lines, read_agreements(catalog), month_end)
     log.info("compared %d oracle rows for %s", len(oracle), month_key)
     return Report(s, by_status, [d for d in differing if d["status"] == "complete"],
-                  flagged, lines)
+                  flagged, lines, ledger=ledger, draws=len(draws))
 
 
 def fetch_oracle(url: str, start: datetime, end: datetime) -> list[tuple]:

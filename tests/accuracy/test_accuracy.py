@@ -25,6 +25,8 @@ def test_a_week_of_production_bills_exactly_what_ran(db_url: str) -> None:
     # apart from what the flagged hours (listed, never called complete) explain
     assert report.lines and not report.lines_off_by_more_than_one, table
     assert sum(line.posted for line in report.lines) > 0, table
+    # the month's draws keep the agreement rules, checked hour by hour against the catalog
+    assert report.draws > 0 and report.ledger == [], table
     # the flagged hours are the scenario's faults, each with its seconds and its reason: the
     # purge (carried, uncovered seconds) and the skewed clocks (uncertain resources)
     assert report.flagged, table
