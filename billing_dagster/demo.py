@@ -33,6 +33,12 @@ from billing_dagster.ledger.assets import (
     monthly_statements,
     statements_directory,
 )
+from billing_dagster.ledger.runway import (
+    CustomerRunway,
+    customer_runway,
+    runway_report,
+    runway_text,
+)
 from billing_dagster.meters import STREAMS
 from billing_dagster.partitions import (
     RANGE_END,
@@ -98,8 +104,9 @@ def run_demo(prepared: Prepared, *, apps: int, service_instances: int) -> int:
             tags={RANGE_START: keys[0], RANGE_END: keys[-1]})
         log.info("posting business month %s", month_key)
         run([ledger_entries, monthly_statements], partition_key=month_key)
-        run([customer_balances])
+        run([customer_balances, customer_runway])
     with connect(prepared.database_url) as conn, conn.cursor(row_factory=dict_row) as cur:
+        runway = runway_report(conn)
         balances = cur.execute(query("customer_balances")).fetchall()
         new_unknown = cur.execute(query("record_unknown_kinds")).fetchall()
         reviewed = cur.execute(query("unknown_kinds_for_review")).fetchall()
@@ -107,7 +114,8 @@ def run_demo(prepared: Prepared, *, apps: int, service_instances: int) -> int:
                              {"business_month": month_start.date()}).fetchall()
         flagged = cur.execute(query("window_coverage"),
                               {"window_start": backfill_start, "window_end": end}).fetchall()
-    print(_summary(month_key, keys, flagged, balances, posted, reviewed, len(new_unknown)))
+    print(_summary(month_key, keys, flagged, balances, posted, reviewed, len(new_unknown),
+                   runway))
     return 0
 
 
@@ -139,13 +147,15 @@ def _history(database_url: str, sim: Simulator, start: datetime, end: datetime) 
 
 def _summary(month_key: str, keys: list[str], flagged: list[dict[str, Any]],
              balances: list[dict[str, Any]], posted: list[dict[str, Any]],
-             reviewed: list[dict[str, Any]], new: int) -> str:
+             reviewed: list[dict[str, Any]], new: int, runway: list[CustomerRunway]) -> str:
     lines = ["", f"Backfilled {len(keys)} hours in one run ({keys[0]} .. {keys[-1]}, New York "
                  f"keys); hours flagged: {len(flagged)}",
              f"Posted business month {month_key}:"]
     lines += [f"  {p['customer_id']:<24} {p['posted_microcredits']:>18,} microcredits "
               f"({Decimal(p['posted_microcredits']) / 1_000_000:,.6f} credits)" for p in posted]
     lines += ["", "Balances (credits):", balances_table(balances), "",
+              "Agreements, burn rate and runway (as of the newest priced hour):",
+              runway_text(runway), "",
               f"Unknown resource kinds ({new} newly reported, all listed in "
               "billing.unknown_kind_review):"]
     lines += [f"  {r['meter']}:{r['name'] or r['natural_id']} ({r['reason']}): "

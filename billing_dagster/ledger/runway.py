@@ -422,11 +422,11 @@ def runway_text(report: Sequence[CustomerRunway]) -> str:
     lines = [f"Runway as of {_ny(first.as_of)} New York (business month "
              f"{first.business_month:%Y-%m}), in credits:",
              f"  {'customer':<20} {'used in month':>16} {'projected month':>16} "
-             f"{'burn/day 7d':>14} {'burn/day 30d':>14}  {'runs out (New York)':<28} runway"]
+             f"{'burn/day 7d':>14} {'burn/day 30d':>14}  {'runs out (New York)':<32} runway"]
     lines += [f"  {c.customer_id:<20} {credits(c.used_this_month_microcredits):>16} "
               f"{credits(c.projected_month_microcredits):>16} "
               f"{credits(c.daily_burn_7d_microcredits):>14} "
-              f"{credits(c.daily_burn_30d_microcredits):>14}  {_runs_out(c):<28} "
+              f"{credits(c.daily_burn_30d_microcredits):>14}  {_runs_out(c):<32} "
               f"{c.runway_days} days" for c in report]
     lines += ["", f"  {'customer':<20} {'agreement':<16} {'period (New York)':<24} "
                   f"{'credits':>16} {'drawn':>16} {'remaining':>16} {'used':>7}"]
