@@ -451,3 +451,26 @@ def test_an_org_renamed_in_cf_keeps_its_owner_and_its_usage(acme):
     held = acme.execute("SELECT count(*) FROM billing.hourly_posting WHERE customer_id IS NULL"
                         ).fetchone()
     assert held == (0,)
+
+
+def test_a_renewal_starting_the_day_after_the_old_agreement_ends_takes_over_that_hour(acme):
+    # A: 500 credits for March 1-15; its renewal B: 1,000 from March 16. A 1 MiB app runs all
+    # of March at a credit a MiB-hour: A's 359 hours (the clocks spring forward on the 9th)
+    # draw 359 from A, which expires its other 141; the 384 hours from March 16 00:00 New York
+    # draw B, which keeps 616. Nothing is overage.
+    add_agreement(acme, "A", 500, "2025-03-01", "2025-03-16")
+    add_agreement(acme, "B", 1000, "2025-03-16", "2026-03-16")
+    add_price(acme, 1_000_000, 3600, datetime(2025, 1, 1, tzinfo=UTC))
+    _, start, end = month("2025-03")
+    run_app(acme, "a", 1, start, end)
+    derive_price_post(acme, "2025-03")
+    renewal = datetime(2025, 3, 16, 4, tzinfo=UTC)
+    drawn = acme.execute("SELECT iaa_id, min(hour_start), max(hour_start), "
+                         "sum(amount_microcredits) / 1000000 FROM billing.ledger_draw "
+                         "GROUP BY 1 ORDER BY 1").fetchall()
+    assert drawn == [("A", start, renewal - timedelta(hours=1), 359),
+                     ("B", renewal, end - timedelta(hours=1), 384)]
+    assert lots(acme) == {"A": 0, "B": 616}
+    assert in_credits(acme) == {"credit_pool": 616, "credits_used": 743,
+                                "credits_expired": 141, "receivable": 1500, "overage": 0}
+    assert_ledger_balanced(acme)

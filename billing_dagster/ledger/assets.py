@@ -121,9 +121,9 @@ def balances_table(balances: list[dict[str, Any]]) -> str:
     def credits(microcredits: int) -> str:
         return f"{Decimal(microcredits) / MICROCREDITS_PER_CREDIT:,.6f}"
 
-    lines = ["| customer | tier | credits left | credits used | credits expired | receivable "
+    lines = ["| customer | tier today | credits left | credits used | credits expired | receivable "
              "| overage |", "|---|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {b['customer_id']} | {b['tier']} | {credits(b['credit_pool'])} "
+    lines += [f"| {b['customer_id']} | {b['tier'] or 'none'} | {credits(b['credit_pool'])} "
               f"| {credits(b['credits_used'])} | {credits(b['credits_expired'])} "
               f"| {credits(b['receivable'])} | {credits(b['overage'])} |" for b in balances]
     return "\n".join(lines)

@@ -106,6 +106,8 @@ class CustomerRunway:
     last_agreement_ends_at: datetime | None
     agreements: tuple[AgreementRunway, ...] = ()
     overage_by_month: tuple[tuple[date, int], ...] = ()  # posted, plus estimated if not posted
+    tier: str | None = None  # the tier of the business month (in effect on its first day)
+    allotment_microcredits: int | None = None  # that tier's credits per month
 
     @property
     def runway_until(self) -> datetime:
@@ -278,9 +280,10 @@ def runway_report(conn: psycopg.Connection) -> list[CustomerRunway]:
         if row is None or row["as_of"] is None:
             return []
         facts = _read_facts(cur, row["as_of"])
-        customers = cur.execute(query("runway_customers")).fetchall()
-        return [_customer_runway(c["customer_id"], c["name"],
-                                 customer_lots(cur, c["customer_id"])[0], facts)
+        customers = cur.execute(query("runway_customers"), {"month": facts.month}).fetchall()
+        return [replace(_customer_runway(c["customer_id"], c["name"],
+                                         customer_lots(cur, c["customer_id"])[0], facts),
+                        tier=c["tier"], allotment_microcredits=c["allotment_microcredits"])
                 for c in customers]
 
 
@@ -410,6 +413,12 @@ def _runs_out(c: CustomerRunway) -> str:
     return f"lasts to the end ({last_day})"
 
 
+def _tier(c: CustomerRunway) -> str:
+    if c.tier is None or c.allotment_microcredits is None:
+        return "no tier"
+    return f"{c.tier} ({c.allotment_microcredits // 1_000_000:,}/month)"
+
+
 def _percent(a: AgreementRunway) -> str:
     return "-" if a.percent_used is None else f"{a.percent_used}%"
 
@@ -421,9 +430,10 @@ def runway_text(report: Sequence[CustomerRunway]) -> str:
     first = report[0]
     lines = [f"Runway as of {_ny(first.as_of)} New York (business month "
              f"{first.business_month:%Y-%m}), in credits:",
-             f"  {'customer':<20} {'used in month':>16} {'projected month':>16} "
+             f"  {'customer':<20} {'tier (allotment)':<20} {'used in month':>16} "
+             f"{'projected month':>16} "
              f"{'burn/day 7d':>14} {'burn/day 30d':>14}  {'runs out (New York)':<32} runway"]
-    lines += [f"  {c.customer_id:<20} {credits(c.used_this_month_microcredits):>16} "
+    lines += [f"  {c.customer_id:<20} {_tier(c):<20} {credits(c.used_this_month_microcredits):>16} "
               f"{credits(c.projected_month_microcredits):>16} "
               f"{credits(c.daily_burn_7d_microcredits):>14} "
               f"{credits(c.daily_burn_30d_microcredits):>14}  {_runs_out(c):<32} "
@@ -439,9 +449,10 @@ def runway_text(report: Sequence[CustomerRunway]) -> str:
 
 def runway_table(report: Sequence[CustomerRunway]) -> str:
     """Markdown: one row per customer."""
-    lines = ["| customer | used this month | projected month | burn/day 7d | burn/day 30d "
-             "| runs out (New York) | runway days |", "|---|---:|---:|---:|---:|---|---:|"]
-    lines += [f"| {c.customer_id} | {credits(c.used_this_month_microcredits)} "
+    lines = ["| customer | tier (allotment) | used this month | projected month | burn/day 7d "
+             "| burn/day 30d | runs out (New York) | runway days |",
+             "|---|---|---:|---:|---:|---:|---|---:|"]
+    lines += [f"| {c.customer_id} | {_tier(c)} | {credits(c.used_this_month_microcredits)} "
               f"| {credits(c.projected_month_microcredits)} "
               f"| {credits(c.daily_burn_7d_microcredits)} "
               f"| {credits(c.daily_burn_30d_microcredits)} | {_runs_out(c)} "

@@ -296,8 +296,11 @@ SELECT coalesce(sum(amount_microcredits) FILTER (WHERE direction = 1), 0)::bigin
   FROM billing.ledger_entry;
 
 -- name: customer_balances
--- Every customer's balance per account type, in microcredits.
-SELECT c.id AS customer_id, c.name, c.tier,
+-- Every customer's balance per account type, in microcredits, and its tier today (New York).
+SELECT c.id AS customer_id, c.name,
+       (SELECT ct.tier FROM billing.customer_tier ct
+         WHERE ct.customer_id = c.id
+           AND ct.valid_during @> (now() AT TIME ZONE 'America/New_York')::date) AS tier,
        coalesce(sum(b.balance_microcredits) FILTER (WHERE b.account_type = 'credit_pool'), 0)
            ::bigint AS credit_pool,
        coalesce(sum(b.balance_microcredits) FILTER (WHERE b.account_type = 'credits_used'), 0)

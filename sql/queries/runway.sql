@@ -9,8 +9,15 @@ SELECT max(hour_start) + interval '1 hour' AS as_of
  WHERE customer_id IS NOT NULL AND price_id IS NOT NULL;
 
 -- name: runway_customers
--- Every customer, by id.
-SELECT id AS customer_id, name FROM billing.customer ORDER BY id;
+-- Every customer, by id, with its tier of the business month (the one in effect on its first
+-- day; NULL: none) and the tier's monthly allotment in microcredits.
+SELECT c.id AS customer_id, c.name, ct.tier,
+       t.credits_per_month * 1000000 AS allotment_microcredits
+  FROM billing.customer c
+  LEFT JOIN billing.customer_tier ct
+    ON ct.customer_id = c.id AND ct.valid_during @> %(month)s::date
+  LEFT JOIN billing.tier t ON t.name = ct.tier
+ ORDER BY c.id;
 
 -- name: runway_daily_usage
 -- Each customer's exact charge per 24-hour day before as_of (day 0 ends at as_of), `days` days.
