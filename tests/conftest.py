@@ -1,12 +1,16 @@
 """Shared fixtures: a fresh Postgres database per test (copied from a migrated template made
-once per session on the local server), and the CF simulator over real HTTP."""
+once per session on the local server), the CF simulator over real HTTP, and a webhook that
+keeps the alerts posted to it."""
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import psycopg
 import pytest
@@ -109,3 +113,28 @@ def simulator() -> Iterator[Simulator]:
     with Simulator(foundation, client_id=SIM_CLIENT[0], client_secret=SIM_CLIENT[1]) as sim:
         yield sim
 
+
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:
+    """A real HTTP server on loopback that keeps every JSON payload posted to it."""
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - its name
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("BILLING_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/")
+    try:
+        yield received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -6,13 +6,10 @@ The price makes one GiB-hour of app memory cost exactly one credit (1,000,000 mi
 1024 MiB x 3600 s). Times are New York wall clock (``ny``); June 2025 has no DST change.
 """
 
-import json
 import threading
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -85,7 +82,10 @@ def alerts_in(conn: psycopg.Connection) -> list[tuple[str | None, str]]:
 @pytest.fixture
 def two_agreements(acme: psycopg.Connection) -> psycopg.Connection:
     """A: 300 credits, May 1 - June 7 (ends June 8 00:00). B: 100 credits, June 1 - December
-    31, plus a modification (not posted yet) adding 50 credits from June 10."""
+    31, plus a modification (not posted yet) adding 50 credits from June 10. Acme is on the
+    micro tier (250 credits a month) from June."""
+    acme.execute("INSERT INTO billing.customer_tier (customer_id, tier, valid_during) "
+                 "VALUES ('acme', 'micro', '[2025-06-01,)')")
     add_agreement(acme, "A", 300, "2025-05-01", "2025-06-08")
     add_agreement(acme, "B", 100, "2025-06-01", "2026-01-01")
     acme.execute("INSERT INTO billing.iaa_modification (iaa_id, id, effective, "
@@ -127,6 +127,7 @@ def test_the_report_draws_unposted_usage_and_projects_the_run_out(two_agreements
                             150 * CREDIT, runs_short=True),
         ),
         overage_by_month=(),
+        tier="micro", allotment_microcredits=250 * CREDIT,  # June's tier
     )
     assert acme.runway_days == 8  # 198 hours
     assert [a.percent_used for a in acme.agreements] == [Decimal("80.0"), Decimal("0.0")]
@@ -139,8 +140,8 @@ def test_the_plain_text_report_is_in_credits_and_new_york_time(two_agreements):
     lines = text.splitlines()
     assert lines[0] == ("Runway as of 2025-06-06 00:00 New York (business month 2025-06), "
                         "in credits:")
-    assert lines[2].split() == ["acme", "120.000000", "720.000000", "24.000000", "8.000000",
-                                "2025-06-14", "06:00", "8", "days"]
+    assert lines[2].split() == ["acme", "micro", "(250/month)", "120.000000", "720.000000",
+                                "24.000000", "8.000000", "2025-06-14", "06:00", "8", "days"]
     assert lines[5].split() == ["acme", "A", "2025-05-01", "..", "2025-06-07", "300.000000",
                                 "240.000000", "60.000000", "80.0%"]
     assert lines[6].split() == ["acme", "B", "2025-06-01", "..", "2025-12-31", "150.000000",
@@ -171,34 +172,9 @@ def test_the_asset_shows_tables_a_burn_plot_and_numbers_to_chart(two_agreements,
             "| 0.0% | yes |") in agreements
     # 20 days without usage, then 10 days at the maximum
     assert f"| acme | `{'▁' * 20}{'█' * 10}` | 0.000000 | 24.000000 |" in plot
-    assert ("| acme | 120.000000 | 720.000000 | 24.000000 | 8.000000 | 2025-06-14 06:00 "
+    assert ("| acme | micro (250/month) | 120.000000 | 720.000000 | 24.000000 | 8.000000 "
+            "| 2025-06-14 06:00 "
             "| 8 |") in runway
-
-
-@pytest.fixture
-def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:
-    """A real HTTP server on loopback that keeps every JSON payload posted to it."""
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - its name
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("BILLING_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/")
-    try:
-        yield received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def tick(db_url: str) -> dg.SensorResult | dg.SkipReason:

@@ -49,8 +49,7 @@ def post_month(conn: psycopg.Connection, business_month: date, month_start: date
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('billing.ledger'))")
         cur.execute(query("ensure_accounts"))
-        for name in ("post_iaa_starts", "post_iaa_modifications", "post_month_usage",
-                     "post_iaa_ends"):
+        for name in ("post_agreement_credits", "post_month_usage", "post_iaa_ends"):
             cur.execute(query(name), params)
             rows = cur.fetchall()
             if name == "post_month_usage":

@@ -80,6 +80,17 @@ SELECT i.id, i.customer_id, i.credits_microcredits AS bought_microcredits,
                       WHERE iaa_id = i.id AND pop_end IS NOT NULL
                       ORDER BY effective DESC, id DESC LIMIT 1) e ON true;
 
+-- Per customer, the first instant whose usage is not posted yet: the start of the business
+-- month after its last month with a usage_post (-infinity: nothing posted yet).
+CREATE VIEW billing.customer_unposted_from AS
+SELECT c.id AS customer_id,
+       coalesce((SELECT (max(t.business_month) + interval '1 month')::timestamp
+                        AT TIME ZONE 'America/New_York'
+                   FROM billing.ledger_transaction t
+                  WHERE t.customer_id = c.id AND t.transaction_type = 'usage_post'),
+                '-infinity') AS unposted_from
+  FROM billing.customer c;
+
 ALTER TABLE billing.ledger_transaction
     DROP CONSTRAINT ledger_transaction_transaction_type_check;
 ALTER TABLE billing.ledger_transaction ADD CONSTRAINT ledger_transaction_transaction_type_check

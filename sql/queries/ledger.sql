@@ -86,45 +86,6 @@ SELECT n.id AS transaction_id, n.customer_id, n.transaction_type, n.idempotency_
   JOIN totals t USING (customer_id)
  ORDER BY n.customer_id;
 
--- name: post_iaa_starts
--- Load the credits of every agreement whose period of performance has begun by the end of
--- the month into its own lot (debit receivable, credit the agreement's credit_pool), once.
-WITH due AS (
-    SELECT i.id, i.customer_id, i.credits_microcredits,
-           lower(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York' AS starts_at
-      FROM billing.iaa i
-     WHERE lower(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York'
-           < %(month_end)s
-       AND NOT EXISTS (SELECT 1 FROM billing.ledger_transaction t
-                        WHERE t.idempotency_key = 'iaa_pop_start:' || i.id)
-),
-new_tx AS (
-    INSERT INTO billing.ledger_transaction
-           (transaction_type, idempotency_key, customer_id, effective_at, description)
-    SELECT 'iaa_pop_start', 'iaa_pop_start:' || d.id, d.customer_id, d.starts_at,
-           'credits of agreement ' || d.id || ' available'
-      FROM due d
-    RETURNING id, customer_id, idempotency_key
-),
-entries AS (
-    INSERT INTO billing.ledger_entry (transaction_id, account_id, direction, amount_microcredits)
-    SELECT n.id, a.id, side.direction, d.credits_microcredits
-      FROM new_tx n
-      JOIN due d ON n.idempotency_key = 'iaa_pop_start:' || d.id
-     CROSS JOIN (VALUES ('receivable', 1), ('credit_pool', -1)) AS side (account_type, direction)
-      JOIN billing.account a
-        ON a.customer_id = n.customer_id AND a.account_type = side.account_type
-       AND a.iaa_id IS NOT DISTINCT FROM
-           (CASE WHEN side.account_type = 'credit_pool' THEN d.id END)
-    RETURNING transaction_id
-)
-SELECT n.customer_id, 'iaa_pop_start' AS transaction_type, n.idempotency_key,
-       d.credits_microcredits AS amount_microcredits
-  FROM new_tx n
-  JOIN due d ON n.idempotency_key = 'iaa_pop_start:' || d.id
- WHERE EXISTS (SELECT 1 FROM entries e WHERE e.transaction_id = n.id)
- ORDER BY n.customer_id;
-
 -- name: post_iaa_ends
 -- Expire what is left in an agreement's lot when its period of performance (as modified) has
 -- ended by the end of the month (debit its credit_pool, credit credits_expired), once. Only hours inside
@@ -173,36 +134,45 @@ SELECT n.customer_id, 'iaa_pop_end' AS transaction_type, n.idempotency_key,
  WHERE EXISTS (SELECT 1 FROM entries e WHERE e.transaction_id = n.id)
  ORDER BY n.customer_id;
 
--- name: post_iaa_modifications
--- Post every agreement modification that adds or removes credits and is effective by the end
--- of the month, once, as its own transaction: credits added debit receivable and credit the
--- agreement's lot; credits removed the reverse. (A modification that only moves the period's
--- end posts nothing: the lot expires at the new end.)
-WITH due AS (
-    SELECT m.iaa_id, m.id, i.customer_id, m.credits_microcredits,
-           m.effective::timestamp AT TIME ZONE 'America/New_York' AS effective_at,
-           'iaa_modification:' || m.iaa_id || ':' || m.id AS idempotency_key
+-- name: post_agreement_credits
+-- Post the credits that arrive in agreements' lots by the end of the month, each once, as a
+-- transaction of its own: an agreement's purchase when its period begins (iaa_pop_start: debit
+-- receivable, credit the agreement's credit_pool), and each modification that adds or removes
+-- credits when it takes effect (iaa_modification; credits removed the reverse). A
+-- modification that only moves the period's end posts nothing: the lot expires at the new end.
+WITH arriving AS (
+    SELECT 'iaa_pop_start' AS transaction_type, 'iaa_pop_start:' || i.id AS idempotency_key,
+           i.id AS iaa_id, i.customer_id, i.credits_microcredits AS amount,
+           lower(i.period_of_performance)::timestamp AT TIME ZONE 'America/New_York'
+               AS effective_at,
+           'credits of agreement ' || i.id || ' available' AS description
+      FROM billing.iaa i
+     UNION ALL
+    SELECT 'iaa_modification', 'iaa_modification:' || m.iaa_id || ':' || m.id, m.iaa_id,
+           i.customer_id, m.credits_microcredits,
+           m.effective::timestamp AT TIME ZONE 'America/New_York',
+           'modification ' || m.id || ' of agreement ' || m.iaa_id || ': '
+           || abs(m.credits_microcredits) || ' microcredits '
+           || CASE WHEN m.credits_microcredits > 0 THEN 'added' ELSE 'removed' END
       FROM billing.iaa_modification m
       JOIN billing.iaa i ON i.id = m.iaa_id
-     WHERE m.effective::timestamp AT TIME ZONE 'America/New_York' < %(month_end)s
-       AND m.credits_microcredits <> 0
+     WHERE m.credits_microcredits <> 0
+),
+due AS (
+    SELECT * FROM arriving a
+     WHERE a.effective_at < %(month_end)s
        AND NOT EXISTS (SELECT 1 FROM billing.ledger_transaction t
-                        WHERE t.idempotency_key = 'iaa_modification:' || m.iaa_id || ':' || m.id)
+                        WHERE t.idempotency_key = a.idempotency_key)
 ),
 new_tx AS (
     INSERT INTO billing.ledger_transaction
            (transaction_type, idempotency_key, customer_id, effective_at, description)
-    SELECT 'iaa_modification', d.idempotency_key, d.customer_id, d.effective_at,
-           'modification ' || d.id || ' of agreement ' || d.iaa_id || ': '
-           || abs(d.credits_microcredits) || ' microcredits '
-           || CASE WHEN d.credits_microcredits > 0 THEN 'added' ELSE 'removed' END
-      FROM due d
+    SELECT transaction_type, idempotency_key, customer_id, effective_at, description FROM due
     RETURNING id, idempotency_key
 ),
 entries AS (
     INSERT INTO billing.ledger_entry (transaction_id, account_id, direction, amount_microcredits)
-    SELECT n.id, a.id, side.direction * sign(d.credits_microcredits)::smallint,
-           abs(d.credits_microcredits)
+    SELECT n.id, a.id, side.direction * sign(d.amount)::smallint, abs(d.amount)
       FROM new_tx n
       JOIN due d USING (idempotency_key)
      CROSS JOIN (VALUES ('receivable', 1), ('credit_pool', -1)) AS side (account_type, direction)
@@ -212,12 +182,12 @@ entries AS (
            (CASE WHEN side.account_type = 'credit_pool' THEN d.iaa_id END)
     RETURNING transaction_id
 )
-SELECT d.customer_id, 'iaa_modification' AS transaction_type, d.idempotency_key,
-       d.credits_microcredits AS amount_microcredits
+SELECT d.customer_id, d.transaction_type, d.idempotency_key,
+       d.amount AS amount_microcredits
   FROM new_tx n
   JOIN due d USING (idempotency_key)
  WHERE EXISTS (SELECT 1 FROM entries e WHERE e.transaction_id = n.id)
- ORDER BY d.customer_id, d.idempotency_key;
+ ORDER BY d.customer_id, d.effective_at, d.idempotency_key;
 
 -- name: month_hourly_charges
 -- A customer's exact charge per hour of a business month (priced, owned usage).

@@ -31,45 +31,28 @@ SELECT hp.customer_id, d.day, sum(hp.amount_microcredits) AS amount
 
 -- name: runway_unposted_hours
 -- Each customer's exact charge per hour after its last month with a usage_post, up to as_of.
-WITH since AS (
-    SELECT c.id AS customer_id,
-           coalesce((SELECT (max(t.business_month) + interval '1 month')::timestamp
-                            AT TIME ZONE 'America/New_York'
-                       FROM billing.ledger_transaction t
-                      WHERE t.customer_id = c.id AND t.transaction_type = 'usage_post'
-                        AND t.business_month IS NOT NULL), '-infinity') AS since
-      FROM billing.customer c
-)
 SELECT hp.customer_id,
        date_trunc('month', hp.hour_start AT TIME ZONE 'America/New_York')::date AS business_month,
        hp.hour_start, sum(hp.amount_microcredits) AS amount
   FROM billing.hourly_posting hp
-  JOIN since s ON s.customer_id = hp.customer_id
- WHERE hp.price_id IS NOT NULL AND hp.hour_start >= s.since AND hp.hour_start < %(as_of)s
+  JOIN billing.customer_unposted_from u ON u.customer_id = hp.customer_id
+ WHERE hp.price_id IS NOT NULL AND hp.hour_start >= u.unposted_from
+   AND hp.hour_start < %(as_of)s
  GROUP BY hp.customer_id, hp.hour_start
  ORDER BY hp.customer_id, hp.hour_start;
 
 -- name: runway_month_totals
 -- Per customer and month (unposted, or from month_start) to as_of: charged as post_month_usage.
-WITH since AS (
-    SELECT c.id AS customer_id,
-           coalesce((SELECT (max(t.business_month) + interval '1 month')::timestamp
-                            AT TIME ZONE 'America/New_York'
-                       FROM billing.ledger_transaction t
-                      WHERE t.customer_id = c.id AND t.transaction_type = 'usage_post'
-                        AND t.business_month IS NOT NULL), '-infinity') AS since
-      FROM billing.customer c
-),
-lines AS (
+WITH lines AS (
     SELECT hp.customer_id,
            date_trunc('month', hp.hour_start AT TIME ZONE 'America/New_York')::date
                AS business_month,
            billing.div_round_half_even(sum(hp.quantity)::numeric * hp.microcredits_per_unit,
                                        hp.unit) AS amount
       FROM billing.hourly_posting hp
-      JOIN since s ON s.customer_id = hp.customer_id
+      JOIN billing.customer_unposted_from u ON u.customer_id = hp.customer_id
      WHERE hp.price_id IS NOT NULL AND hp.hour_start < %(as_of)s
-       AND hp.hour_start >= least(s.since, %(month_start)s)
+       AND hp.hour_start >= least(u.unposted_from, %(month_start)s)
      GROUP BY hp.customer_id, 2, hp.resource_kind_id, hp.microcredits_per_unit, hp.unit
 )
 SELECT customer_id, business_month, sum(amount)::bigint AS amount
