@@ -377,15 +377,23 @@ def charged(conn, key: str) -> dict[str, int]:
         "WHERE t.business_month = %s GROUP BY 1", (date.fromisoformat(f"{key}-01"),))}
 
 
-def test_an_org_moved_mid_month_charges_each_hour_to_its_owner_at_that_hour(acme):
-    # org-1 passes from Acme to Beta on March 10 (midnight New York, 04:00 UTC: EDT since the
-    # 9th). March 1 00:00 EST to March 10 00:00 EDT is 9 days less the hour skipped: 215 hours;
-    # the other 743 - 215 = 528 are Beta's.
+@pytest.fixture
+def march_of_org_1(acme: psycopg.Connection) -> psycopg.Connection:
+    """A 1 MiB app in org-1 runs all of March 2025 (743 hours) at a credit a MiB-hour; Acme has
+    agreement A (1,000 credits for 2025) and Beta agreement BETA (the same)."""
     add_beta(acme)
     add_agreement(acme, "A", 1000, "2025-01-01", "2026-01-01")
     add_price(acme, 1_000_000, 3600, datetime(2025, 1, 1, tzinfo=UTC))
     _, start, end = month("2025-03")
     run_app(acme, "a", 1, start, end)
+    return acme
+
+
+def test_an_org_moved_mid_month_charges_each_hour_to_its_owner_at_that_hour(march_of_org_1):
+    # org-1 passes from Acme to Beta on March 10 (midnight New York, 04:00 UTC: EDT since the
+    # 9th). March 1 00:00 EST to March 10 00:00 EDT is 9 days less the hour skipped: 215 hours;
+    # the other 743 - 215 = 528 are Beta's.
+    acme = march_of_org_1
     moved = datetime(2025, 3, 10, 4, tzinfo=UTC)
     set_owners(acme, ("acme", None, moved), ("beta", moved, None))
     derive_price_post(acme, "2025-03")
@@ -394,15 +402,12 @@ def test_an_org_moved_mid_month_charges_each_hour_to_its_owner_at_that_hour(acme
     assert_ledger_balanced(acme)
 
 
-def test_a_move_found_after_posting_reprices_only_its_hours_and_adjusts(acme):
+def test_a_move_found_after_posting_reprices_only_its_hours_and_adjusts(march_of_org_1):
     # March was posted with Acme owning org-1 all month; then the catalog says Beta has owned it
     # since March 10 (04:00 UTC). Re-pricing touches the 528 hours from then on; the posted
     # month changes only by adjustments: Acme gives back 528, Beta is charged 528.
-    add_beta(acme)
-    add_agreement(acme, "A", 1000, "2025-01-01", "2026-01-01")
-    add_price(acme, 1_000_000, 3600, datetime(2025, 1, 1, tzinfo=UTC))
-    _, start, end = month("2025-03")
-    run_app(acme, "a", 1, start, end)
+    acme = march_of_org_1
+    _, _, end = month("2025-03")
     set_owners(acme, ("acme", None, None))
     derive_price_post(acme, "2025-03")
     assert charged(acme, "2025-03") == {"acme": 743}
