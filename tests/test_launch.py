@@ -37,7 +37,8 @@ def test_the_demo_runs_on_the_embedded_defaults(tmp_path: Path):
     assert list((tmp_path / "statements").glob("*/*.csv"))
     charged = [line for line in out.splitlines() if line.endswith("credits)")]
     assert charged and all(int(line.split()[1].replace(",", "")) > 0 for line in charged)
-    assert "| customer | tier | credits left |" in out
+    assert "| customer | tier today | credits left |" in out
+    assert "Agreements, burn rate and runway" in out and "IAA-EPA-FY27" in out
     assert "Unknown resource kinds" in out
     assert "database: embedded PostgreSQL" in result.stderr
 
