@@ -2,7 +2,6 @@
 
 import os
 from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ import dagster as dg
 from psycopg.rows import dict_row
 
 from billing_dagster.ledger.posting import PostedMonth, post_month
-from billing_dagster.ledger.statements import MICROCREDITS_PER_CREDIT, build_statements
+from billing_dagster.ledger.statements import build_statements, credits
 from billing_dagster.partitions import business_month, monthly_partitions, utc_window
 from billing_dagster.pricing.assets import priced_postings
 from billing_dagster.resources import BillingDatabase
@@ -118,9 +117,6 @@ def customer_balances(db: BillingDatabase) -> dg.MaterializeResult:
 
 
 def balances_table(balances: list[dict[str, Any]]) -> str:
-    def credits(microcredits: int) -> str:
-        return f"{Decimal(microcredits) / MICROCREDITS_PER_CREDIT:,.6f}"
-
     lines = ["| customer | tier today | credits left | credits used | credits expired | receivable "
              "| overage |", "|---|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {b['customer_id']} | {b['tier'] or 'none'} | {credits(b['credit_pool'])} "

@@ -38,7 +38,7 @@ from billing_dagster.alerts import alert_webhook_url, post_alert
 from billing_dagster.ledger.agreements import OVERAGE, Lot, draw_down, hourly_integers
 from billing_dagster.ledger.assets import ledger_entries
 from billing_dagster.ledger.posting import customer_lots
-from billing_dagster.ledger.statements import MICROCREDITS_PER_CREDIT
+from billing_dagster.ledger.statements import credits
 from billing_dagster.partitions import (
     BUSINESS_TIMEZONE,
     business_month,
@@ -207,11 +207,6 @@ def sparkline(values: Sequence[int]) -> str:
     if top <= 0:
         return SPARKS[0] * len(values)
     return "".join(SPARKS[max(v, 0) * (len(SPARKS) - 1) // top] for v in values)
-
-
-def credits(microcredits: int) -> str:
-    """Integer microcredits as credits with 6 decimals (exact, via Decimal)."""
-    return f"{Decimal(microcredits) / MICROCREDITS_PER_CREDIT:,.6f}"
 
 
 def runway_alerts(report: Iterable[CustomerRunway]) -> list[RunwayAlert]:

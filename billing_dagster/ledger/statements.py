@@ -38,6 +38,11 @@ def in_credits(microcredits: int) -> Decimal:
     return (Decimal(microcredits) / MICROCREDITS_PER_CREDIT).quantize(ONE_MICROCREDIT_IN_CREDITS)
 
 
+def credits(microcredits: int) -> str:
+    """Whole microcredits as credits for people: exact, six places, thousands separated."""
+    return f"{in_credits(microcredits):,}"
+
+
 @dataclass(frozen=True)
 class AgreementMonth:
     """One agreement's lot over a business month, in microcredits."""
