@@ -21,8 +21,13 @@ from billing_dagster.pricing.sensors import (
     repricing_sensor,
     unknown_kinds_sensor,
 )
-from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
-from billing_dagster.usage.assets import foundation_snapshot, hourly_measurements, usage_events
+from billing_dagster.resources import AwsApi, BillingDatabase, Clock, CloudFoundryApi
+from billing_dagster.usage.assets import (
+    aws_readings,
+    foundation_snapshot,
+    hourly_measurements,
+    usage_events,
+)
 
 # customer_balances follows the ledger, customer_runway the metering runs and the ledger, by
 # themselves; Dagster's default automation sensor starts stopped, so this one is declared running.
@@ -37,12 +42,13 @@ def resources() -> dict[str, dg.ConfigurableResource]:
         "cf": CloudFoundryApi(api_url=dg.EnvVar("CF_API_URL"),
                               client_id=dg.EnvVar("CF_CLIENT_ID"),
                               client_secret=dg.EnvVar("CF_CLIENT_SECRET")),
+        "aws": AwsApi(),
         "clock": Clock(),
     }
 
 
 defs = dg.Definitions(
-    assets=[billing_catalog, foundation_snapshot, usage_events, hourly_measurements,
+    assets=[billing_catalog, foundation_snapshot, usage_events, aws_readings, hourly_measurements,
             priced_postings,
             ledger_entries, customer_balances, monthly_statements, customer_runway],
     jobs=[landing_job, metering_job, repricing_job, ledger_job, catalog_job],

@@ -12,14 +12,20 @@ from billing_dagster.partitions import (
     hourly_keys_between,
 )
 from billing_dagster.pricing.assets import priced_postings
-from billing_dagster.usage.assets import foundation_snapshot, hourly_measurements, usage_events
+from billing_dagster.usage.assets import (
+    aws_readings,
+    foundation_snapshot,
+    hourly_measurements,
+    usage_events,
+)
 
 landing_job = dg.define_asset_job(
-    "landing_job", selection=[foundation_snapshot, usage_events],
+    "landing_job", selection=[foundation_snapshot, usage_events, aws_readings],
     # run monitoring (dagster.yaml) fails a landing that outlives this: a dead one must not
     # hold a queue slot for ever
     tags={"dagster/max_runtime": 1800},
-    description="Land what Cloud Foundry says now: a snapshot and the new usage events.")
+    description="Land what Cloud Foundry says now (a snapshot and the new usage events), then "
+                "what AWS says of the metered services.")
 metering_job = dg.define_asset_job(
     "metering_job", selection=[hourly_measurements, priced_postings],
     description="Derive an hour's measurements from landed observations and price them.")
@@ -36,7 +42,8 @@ catalog_job = dg.define_asset_job(
 landing_schedule = dg.ScheduleDefinition(
     name="landing_schedule", job=landing_job, cron_schedule="1 * * * *",
     execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="At minute 1 of every hour (UTC): a snapshot and the new usage events. "
+    description="At minute 1 of every hour (UTC): a snapshot, the new usage events and the "
+                "AWS readings. "
                 "metering_after_landing_sensor then measures and prices the hour that ended.")
 ledger_schedule = dg.build_schedule_from_partitioned_job(
     ledger_job, name="ledger_schedule", day_of_month=1, hour_of_day=6, minute_of_hour=1,

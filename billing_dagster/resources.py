@@ -1,4 +1,4 @@
-"""Dagster resources: the billing database, the Cloud Foundry API and the clock.
+"""Dagster resources: the billing database, the Cloud Foundry API, AWS and the clock.
 
 Secrets and addresses arrive as ``dg.EnvVar`` values resolved when a run starts; nothing here
 reads the environment at import time.
@@ -17,6 +17,12 @@ import dagster as dg
 import httpx
 import psycopg
 
+from billing_dagster.aws.client import (
+    DEFAULT_REGION,
+    AwsClients,
+    AwsSettings,
+    aws_credentials_from_vcap,
+)
 from billing_dagster.cf.client import CloudFoundryClient, RetryPolicy
 from billing_dagster.database import connect, resolve_url
 from billing_dagster.migrate import migrate
@@ -87,6 +93,42 @@ class CloudFoundryApi(dg.ConfigurableResource):
                                 timeout_seconds=self.timeout_seconds, retry=retry,
                                 per_page=self.per_page) as client:
             yield client
+
+
+class AwsApi(dg.ConfigurableResource):
+    """The foundation's AWS account, read-only, for the metered services (RDS, OpenSearch, S3,
+    SES, CloudWatch).
+
+    Unset fields come, when a run starts, from the standard AWS variables (AWS_REGION,
+    AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or a bound
+    ``billing-aws`` user-provided service (VCAP_SERVICES), else boto3's own chain (a role).
+    Throttling and 5xx replies are retried up to ``max_attempts`` calls in all; every call is
+    bounded by the two timeouts.
+    """
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    max_attempts: int = 6
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 30.0
+
+    def settings(self) -> AwsSettings:
+        env = os.environ
+        bound = aws_credentials_from_vcap(env.get("VCAP_SERVICES"))
+        return AwsSettings(
+            region=(self.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+                    or bound.get("region") or DEFAULT_REGION),
+            endpoint_url=self.endpoint_url or env.get("AWS_ENDPOINT_URL") or None,
+            access_key_id=self.access_key_id or bound.get("aws_access_key_id"),
+            secret_access_key=self.secret_access_key or bound.get("aws_secret_access_key"),
+            max_attempts=self.max_attempts,
+            connect_timeout_seconds=self.connect_timeout_seconds,
+            read_timeout_seconds=self.read_timeout_seconds)
+
+    def clients(self) -> AwsClients:
+        return AwsClients(self.settings())
 
 
 class Clock(dg.ConfigurableResource):

@@ -17,6 +17,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from billing_dagster.aws.embedded import EmbeddedAws
 from billing_dagster.database import connect, start_embedded, stop_embedded
 from billing_dagster.migrate import migrate
 from billing_dagster.simulator import Foundation, Simulator
@@ -112,6 +113,20 @@ def simulator() -> Iterator[Simulator]:
     foundation = Foundation(seed=3, apps=40, service_instances=25, start=SIM_START)
     with Simulator(foundation, client_id=SIM_CLIENT[0], client_secret=SIM_CLIENT[1]) as sim:
         yield sim
+
+
+@pytest.fixture(scope="session")
+def embedded_aws() -> Iterator[EmbeddedAws]:
+    """moto's server on loopback, one per test session (it is reset by the ``aws`` fixture)."""
+    with EmbeddedAws() as server:
+        yield server
+
+
+@pytest.fixture
+def aws(embedded_aws: EmbeddedAws) -> EmbeddedAws:
+    """The embedded AWS, empty."""
+    embedded_aws.reset()
+    return embedded_aws
 
 
 @pytest.fixture

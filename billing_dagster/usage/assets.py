@@ -1,14 +1,16 @@
-"""Usage assets: the foundation snapshot, the usage events, and the hourly measurements derived
-from what they landed."""
+"""Usage assets: the foundation snapshot, the usage events, the AWS readings, and the hourly
+measurements derived from what they landed."""
 
 from datetime import timedelta
 from typing import Any
 
 import dagster as dg
 
-from billing_dagster.meters import METERS, STREAMS
+from billing_dagster.meters import AWS_METERS, METERS, STREAMS
+from billing_dagster.meters.units import METER_UNITS
 from billing_dagster.partitions import hourly_partitions, utc_window
-from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
+from billing_dagster.resources import AwsApi, BillingDatabase, Clock, CloudFoundryApi
+from billing_dagster.usage.aws import LandedAwsReading, read_and_land
 from billing_dagster.usage.events import LandedEvents, land_events
 from billing_dagster.usage.measurements import DerivedWindow, derive_window
 from billing_dagster.usage.snapshot import LandedSnapshot, land_snapshot, take_snapshot
@@ -106,6 +108,64 @@ def _events_metadata(landed: list[LandedEvents]) -> dict[str, Any]:
     return metadata
 
 
+@dg.asset(
+    group_name="usage",
+    kinds={"postgres", "aws"},
+    deps=[foundation_snapshot, usage_events],
+    check_specs=[dg.AssetCheckSpec(
+        "aws_readings_complete", asset="aws_readings",
+        description="Every AWS meter was read in full and every AWS resource is tied to a CF "
+                    "service instance by its Instance GUID tag.")],
+)
+def aws_readings(context: dg.AssetExecutionContext, aws: AwsApi, db: BillingDatabase,
+                 clock: Clock) -> dg.MaterializeResult:
+    """The metered services as AWS reports them, read now: GiB allocated to each RDS instance
+    and OpenSearch domain (held until the next reading), each S3 bucket's daily size from
+    CloudWatch (held for its day), and each SES configuration set's sends and attachment bytes
+    per hour (CloudWatch sums). Each AWS resource is charged to the CF service instance its
+    `Instance GUID` tag names (`billing.resource`, with gauge samples as observations and
+    counts in `billing.counted_usage`); an untagged one, or one naming an instance CF never
+    reported, is kept on a stub kind and flagged, never dropped. Runs after the CF landing so
+    that instances created this hour are known."""
+    now = clock.now()
+    aws_clients = aws.clients()
+    with db.connect() as conn:
+        landed = read_and_land(conn, aws_clients, AWS_METERS, now, context.run.run_id)
+    for reading in landed:
+        context.log.info(f"{reading.meter}: {reading.status}, {reading.resources} resources, "
+                         f"{reading.new_observations} new values, {reading.untagged} untagged, "
+                         f"{reading.unknown_instance} naming an unknown instance")
+    failures = {r.meter: r.error for r in landed if r.status != "complete" and r.error}
+    if failures:
+        context.log.error(f"AWS readings incomplete ({aws_clients.settings.describe()}): "
+                          f"{failures}; their hours stay flagged until a reading succeeds")
+    unattributed = [u | {"meter": r.meter} for r in landed for u in r.unattributed]
+    return dg.MaterializeResult(
+        metadata=_aws_metadata(landed),
+        check_results=[dg.AssetCheckResult(
+            check_name="aws_readings_complete", passed=not failures and not unattributed,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"errors": dg.MetadataValue.json(failures),
+                      "unattributed_resources": dg.MetadataValue.json(unattributed[:200])})],
+    )
+
+
+def _aws_metadata(landed: list[LandedAwsReading]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"readings": dg.MetadataValue.json(
+        {r.meter: r.status for r in landed})}
+    for r in landed:
+        unit = METER_UNITS[r.meter].removesuffix("-seconds").removesuffix("s")
+        metadata[f"{r.meter}_resources"] = r.resources
+        metadata[f"{r.meter}_{unit.lower().replace('-', '_')}_read"] = r.total
+        metadata[f"{r.meter}_unattributed"] = r.untagged + r.unknown_instance
+        if r.settled:
+            metadata[f"{r.meter}_settled"] = (f"{r.settled[0].isoformat()} .. "
+                                              f"{r.settled[1].isoformat()}")
+    metadata["new_unknown_kinds"] = dg.MetadataValue.json(
+        [k for r in landed for k in r.new_stub_kinds])
+    return metadata
+
+
 class MeasurementConfig(dg.Config):
     interpolate_flagged_hours: bool = False
     """Fill hours that are wholly unknown (gap or carried, no second covered by usage events)
@@ -118,7 +178,7 @@ class MeasurementConfig(dg.Config):
     kinds={"postgres"},
     partitions_def=hourly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[foundation_snapshot, usage_events],
+    deps=[foundation_snapshot, usage_events, aws_readings],
     check_specs=[dg.AssetCheckSpec(
         "hours_complete", asset="hourly_measurements",
         description="Every hour of every meter is determined by what was landed: usage events "

@@ -100,8 +100,11 @@ def derive_window(conn: psycopg.Connection, start: datetime, end: datetime, *,
         cur.execute(query("delete_measurements"), window)
         cur.execute(query("derive_measurements"), window)
         rows = cur.rowcount
+        cur.execute(query("derive_counted_measurements"), window)
+        rows += cur.rowcount
         cur.execute(query("delete_coverage"), window)
         cur.execute(query("derive_coverage"), window)
+        cur.execute(query("derive_aws_coverage"), window)
         if interpolate:
             cur.execute(query("find_interpolable_hours"), window)
             cur.execute(query("interpolate_hours"))

@@ -101,6 +101,7 @@ known AS (
                    string_agg(DISTINCT u.reason, '; ' ORDER BY u.reason) AS reasons
               FROM billing.uncertain_usage u
              WHERE u.meter = m.name AND u.during && h.span) uu
+     WHERE m.basis = 'events'
 )
 SELECT hour_start, meter,
        CASE WHEN covered_seconds = 3600 AND resources = 0 THEN 'complete'
@@ -120,6 +121,102 @@ SELECT hour_start, meter,
             ELSE 'usage events missing: CF no longer had them when they were read (cursor '
                  'purged); the state is carried from the last known one' END
   FROM known;
+
+-- name: derive_counted_measurements
+-- Counted meters (SES): each resource's hour is the sum the newest reading of that hour found.
+INSERT INTO billing.hourly_measurement (hour_start, resource_id, resource_kind_id, value)
+SELECT hour_start, resource_id, resource_kind_id, value
+  FROM (SELECT DISTINCT ON (c.hour_start, c.resource_id)
+               c.hour_start, c.resource_id, c.resource_kind_id, c.value
+          FROM billing.counted_usage c
+          JOIN billing.reading rd ON rd.id = c.reading_id
+         WHERE c.hour_start >= %(window_start)s AND c.hour_start < %(window_end)s
+         ORDER BY c.hour_start, c.resource_id, rd.taken_at DESC, c.reading_id DESC) newest
+ WHERE value > 0;
+
+-- name: derive_aws_coverage
+-- For each hour and AWS meter, what its readings determine (see billing.meter.basis):
+-- sampled gauges are complete once complete readings no further apart than the meter's
+-- max_reading_interval span the hour (the size read is held between readings: carried by
+-- design); daily gauges once their day's samples are settled; counters once a reading made
+-- after the hour settled has read it. Otherwise carried from the last value, or a gap.
+INSERT INTO billing.hour_coverage
+       (hour_start, meter, status, basis, state_from, uncovered_seconds, uncertain_resources,
+        uncertain_resource_seconds, incomplete_readings, reason)
+WITH hours AS (
+    SELECT h AS hour_start, h + interval '1 hour' AS hour_end,
+           tstzrange(h, h + interval '1 hour') AS span
+      FROM generate_series(%(window_start)s::timestamptz,
+                           %(window_end)s::timestamptz - interval '1 hour',
+                           interval '1 hour') AS h
+),
+settled AS (
+    SELECT meter, range_agg(covers) AS covered FROM billing.reading
+     WHERE source = 'aws' AND status = 'complete' AND covers IS NOT NULL GROUP BY meter
+),
+known AS (
+    SELECT h.hour_start, h.hour_end, m.name AS meter, m.basis, m.max_reading_interval,
+           coalesce(st.covered @> h.span, false) AS settled,
+           before.taken_at AS state_from, after.taken_at AS next_reading,
+           (SELECT max(gap) FROM (
+                SELECT r.taken_at - lag(r.taken_at) OVER (ORDER BY r.taken_at) AS gap
+                  FROM billing.reading r
+                 WHERE r.meter = m.name AND r.source = 'aws' AND r.status = 'complete'
+                   AND r.taken_at BETWEEN before.taken_at AND after.taken_at) g) AS widest,
+           (SELECT max(upper(part)) FROM unnest(st.covered) AS part
+             WHERE upper(part) <= h.hour_start) AS settled_to,
+           (SELECT count(*) FROM billing.reading r
+             WHERE r.meter = m.name AND r.status <> 'complete'
+               AND r.taken_at >= h.hour_start AND r.taken_at < h.hour_end) AS incomplete
+      FROM hours h
+     CROSS JOIN billing.meter m
+      LEFT JOIN settled st ON st.meter = m.name
+     CROSS JOIN LATERAL (SELECT max(r.taken_at) AS taken_at FROM billing.reading r
+                          WHERE r.meter = m.name AND r.source = 'aws'
+                            AND r.status = 'complete' AND r.taken_at <= h.hour_start) before
+     CROSS JOIN LATERAL (SELECT min(r.taken_at) AS taken_at FROM billing.reading r
+                          WHERE r.meter = m.name AND r.source = 'aws'
+                            AND r.status = 'complete' AND r.taken_at >= h.hour_end) after
+     WHERE m.basis <> 'events'
+),
+judged AS (
+    SELECT *,
+           CASE WHEN basis = 'sampled' THEN
+                    CASE WHEN state_from IS NULL THEN 'gap'
+                         WHEN next_reading IS NULL OR widest > max_reading_interval
+                             THEN 'carried'
+                         ELSE 'complete' END
+                WHEN settled THEN 'complete'
+                WHEN basis = 'daily' AND settled_to IS NOT NULL THEN 'carried'
+                ELSE 'gap' END AS status
+      FROM known
+)
+SELECT hour_start, meter, status, CASE WHEN status = 'complete' THEN basis END,
+       CASE WHEN basis = 'sampled' THEN state_from END,
+       CASE WHEN status = 'complete' THEN 0 ELSE 3600 END, 0, 0, incomplete,
+       CASE WHEN basis = 'sampled' AND status = 'complete'
+                THEN 'sampled at each AWS reading, held until the next (carried by design)'
+            WHEN basis = 'daily' AND status = 'complete'
+                THEN 'AWS samples it once a day; the day''s sample holds for its hours '
+                     '(carried by design)'
+            WHEN status = 'complete' THEN 'hourly sums read after the hour settled'
+            WHEN basis = 'sampled' AND state_from IS NULL
+                THEN 'no complete AWS reading at or before the hour''s start'
+            WHEN basis = 'sampled' AND next_reading IS NULL
+                THEN 'no complete AWS reading since the hour ended yet; the size read at '
+                     || to_char(state_from AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                     || ' is carried'
+            WHEN basis = 'sampled'
+                THEN 'complete AWS readings ' || widest::text || ' apart around this hour '
+                     || '(more than ' || max_reading_interval::text || '); sizes held from '
+                     || 'the readings before'
+            WHEN basis = 'daily' AND settled_to IS NOT NULL
+                THEN 'the daily sample of ' || to_char(hour_start AT TIME ZONE 'UTC',
+                     'YYYY-MM-DD') || ' is not published or landed yet; the previous one is '
+                     || 'carried'
+            WHEN basis = 'daily' THEN 'no daily sample landed up to this day'
+            ELSE 'not read since the hour settled (CloudWatch sums land after the hour)' END
+  FROM judged;
 
 -- name: window_summary
 -- Totals of a derived window for logs and Dagster metadata, by meter.
