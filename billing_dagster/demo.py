@@ -22,6 +22,7 @@ from typing import Any
 import dagster as dg
 from psycopg.rows import dict_row
 
+from billing_dagster.aws.embedded import EmbeddedAws
 from billing_dagster.catalog.assets import billing_catalog
 from billing_dagster.cf.client import CloudFoundryClient
 from billing_dagster.database import connect
@@ -39,7 +40,7 @@ from billing_dagster.ledger.runway import (
     runway_report,
     runway_text,
 )
-from billing_dagster.meters import STREAMS
+from billing_dagster.meters import AWS_METERS, STREAMS
 from billing_dagster.partitions import (
     RANGE_END,
     RANGE_START,
@@ -50,8 +51,15 @@ from billing_dagster.pricing.assets import priced_postings
 from billing_dagster.pricing.postings import price_window
 from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
 from billing_dagster.simulator import Foundation, Simulator
+from billing_dagster.simulator.aws import AwsFoundation
 from billing_dagster.sql import query
-from billing_dagster.usage.assets import foundation_snapshot, hourly_measurements, usage_events
+from billing_dagster.usage.assets import (
+    aws_readings,
+    foundation_snapshot,
+    hourly_measurements,
+    usage_events,
+)
+from billing_dagster.usage.aws import read_and_land
 from billing_dagster.usage.events import land_events
 from billing_dagster.usage.measurements import derive_window
 
@@ -60,6 +68,7 @@ SEED = 7
 CLIENT = ("billing", "billing-secret")
 HISTORY = timedelta(days=40)  # at least; see run_demo
 BACKFILL = timedelta(days=7)
+HOUR = timedelta(hours=1)
 # Dagster's console logger prints every event at DEBUG; the demo logs its own progress.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -77,10 +86,13 @@ def run_demo(prepared: Prepared, *, apps: int, service_instances: int) -> int:
     foundation = Foundation(**parameters)
     remember_foundation(parameters)  # `make dev` goes on serving this foundation
     instance = dg.DagsterInstance.get()
-    with Simulator(foundation, client_id=CLIENT[0], client_secret=CLIENT[1]) as sim:
+    with Simulator(foundation, client_id=CLIENT[0], client_secret=CLIENT[1]) as sim, \
+            EmbeddedAws() as aws:
+        AwsFoundation(foundation, aws.clients())  # follows the foundation as time advances
         resources = {
             "db": BillingDatabase(url=prepared.database_url),
             "cf": CloudFoundryApi(api_url=sim.url, client_id=CLIENT[0], client_secret=CLIENT[1]),
+            "aws": aws.resource(),
             "clock": Clock(simulator_url=sim.url),
         }
 
@@ -95,9 +107,10 @@ def run_demo(prepared: Prepared, *, apps: int, service_instances: int) -> int:
         log.info("loading the catalog")
         run([billing_catalog])
         _history(prepared.database_url, sim, start, backfill_start)
-        log.info("landing run: a snapshot and the newest usage events")
+        _aws_hourly(prepared.database_url, sim, aws, backfill_start, end)
+        log.info("landing run: a snapshot, the newest usage events and the AWS readings")
         sim.advance_to(end + timedelta(minutes=1))
-        run([foundation_snapshot, usage_events])
+        run([foundation_snapshot, usage_events, aws_readings])
         keys = hourly_keys_between(backfill_start, end)
         log.info("backfilling %d hours (%s .. %s) in one run", len(keys), keys[0], keys[-1])
         run([hourly_measurements, priced_postings],
@@ -114,8 +127,10 @@ def run_demo(prepared: Prepared, *, apps: int, service_instances: int) -> int:
                              {"business_month": month_start.date()}).fetchall()
         flagged = cur.execute(query("window_coverage"),
                               {"window_start": backfill_start, "window_end": end}).fetchall()
+        metered = cur.execute(query("metered_services_by_customer"),
+                              {"window_start": backfill_start, "window_end": end}).fetchall()
     print(_summary(month_key, keys, flagged, balances, posted, reviewed, len(new_unknown),
-                   runway))
+                   runway, metered))
     return 0
 
 
@@ -145,14 +160,46 @@ def _history(database_url: str, sim: Simulator, start: datetime, end: datetime) 
              priced.rows)
 
 
+def _aws_hourly(database_url: str, sim: Simulator, aws: EmbeddedAws, start: datetime,
+                end: datetime) -> None:
+    """Read AWS at minute 1 of every hour of [start, end), as the hourly landing does."""
+    log.info("AWS: %d hourly readings of the metered services", (end - start) // HOUR)
+    clients = aws.clients()
+    with connect(database_url) as conn:
+        at = start + timedelta(minutes=1)
+        while at < end:
+            sim.advance_to(at)
+            read_and_land(conn, clients, AWS_METERS, sim.foundation.now)
+            at += HOUR
+
+
+# How the summary shows each AWS meter's quantity: its unit converted to a readable one.
+METERED_UNITS: dict[str, tuple[str, int]] = {
+    "GiB-second": ("GiB-hours", 3600), "byte-second": ("GiB-days", 86_400 << 30),
+    "send": ("sends", 1), "byte": ("MiB", 1 << 20)}
+
+
+def _metered_lines(metered: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for m in metered:
+        label, per = METERED_UNITS[m["unit"]]
+        lines.append(f"  {m['customer_id'] or '(no customer: held)':<24} {m['meter']:<21} "
+                     f"{Decimal(m['quantity']) / per:>16,.1f} {label:<9} "
+                     f"{Decimal(m['microcredits']) / 1_000_000:>12,.6f} credits")
+    return lines or ["  none"]
+
+
 def _summary(month_key: str, keys: list[str], flagged: list[dict[str, Any]],
              balances: list[dict[str, Any]], posted: list[dict[str, Any]],
-             reviewed: list[dict[str, Any]], new: int, runway: list[CustomerRunway]) -> str:
+             reviewed: list[dict[str, Any]], new: int, runway: list[CustomerRunway],
+             metered: list[dict[str, Any]]) -> str:
     lines = ["", f"Backfilled {len(keys)} hours in one run ({keys[0]} .. {keys[-1]}, New York "
                  f"keys); hours flagged: {len(flagged)}",
              f"Posted business month {month_key}:"]
     lines += [f"  {p['customer_id']:<24} {p['posted_microcredits']:>18,} microcredits "
               f"({Decimal(p['posted_microcredits']) / 1_000_000:,.6f} credits)" for p in posted]
+    lines += ["", f"Metered services read from AWS, {keys[0]} .. {keys[-1]} (priced exactly):"]
+    lines += _metered_lines(metered)
     lines += ["", "Balances (credits):", balances_table(balances), "",
               "Agreements, burn rate and runway (as of the newest priced hour):",
               runway_text(runway), "",

@@ -5,7 +5,8 @@ the catalog, meter and price the simulated foundation, post the previous busines
 print the balances (see demo.py). The runs are recorded in Dagster's storage, so `make dev`
 shows them afterwards.
 ``dev``: the same set-up, then the Dagster UI (webserver + daemon) on http://127.0.0.1:3000,
-reading the simulator (following the wall clock) unless CF_API_URL is set.
+reading the simulator (following the wall clock) unless CF_API_URL is set, and the embedded AWS
+(moto, seeded by the simulator) unless AWS_ENDPOINT_URL or AWS_ACCESS_KEY_ID is set.
 ``stop``: stop the embedded PostgreSQL server.
 """
 
@@ -79,12 +80,21 @@ def dev(port: int) -> int:
     else:
         from billing_dagster.simulator import Foundation, Simulator
 
-        simulator = Simulator(Foundation(**simulated_foundation()),
-                              client_id=SIM_CLIENT_ID, client_secret=SIM_CLIENT_SECRET,
-                              follow_wall_clock=True).start()
+        foundation = Foundation(**simulated_foundation())
+        simulator = Simulator(foundation, client_id=SIM_CLIENT_ID,
+                              client_secret=SIM_CLIENT_SECRET, follow_wall_clock=True).start()
         os.environ.update({"CF_API_URL": simulator.url, "CF_CLIENT_ID": SIM_CLIENT_ID,
                            "CF_CLIENT_SECRET": SIM_CLIENT_SECRET})
         log.info("CF simulator (following the wall clock) at %s", simulator.url)
+        if not any(os.environ.get(n) for n in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID")):
+            from billing_dagster.aws.embedded import EmbeddedAws
+            from billing_dagster.simulator.aws import AwsFoundation
+
+            aws = EmbeddedAws().start()
+            AwsFoundation(foundation, aws.clients())
+            os.environ.update(aws.environment())
+            log.info("embedded AWS (moto) at %s, holding the foundation's AWS resources",
+                     aws.url)
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
                "-h", "127.0.0.1", "-p", str(port)]
     # A backgrounded shell leaves SIGINT ignored, and Dagster maps SIGTERM onto SIGINT's handler,

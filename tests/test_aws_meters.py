@@ -66,8 +66,8 @@ def measured(conn, meter: str) -> dict[tuple[datetime, str, str, str | None], in
     return {(h, n, k, s): v for h, n, k, s, v in rows}
 
 
-def coverage(conn, meter: str, hour: datetime) -> tuple[str, str | None]:
-    row = conn.execute("SELECT status, reason FROM billing.hour_coverage "
+def coverage(conn, meter: str, hour: datetime) -> tuple[str, str]:
+    row = conn.execute("SELECT status, coalesce(reason, '') FROM billing.hour_coverage "
                        "WHERE meter = %s AND hour_start = %s", (meter, hour)).fetchone()
     assert row is not None
     return row

@@ -303,8 +303,8 @@ def _wrong_shape(directory: Path) -> None:
 
 BAD_EDITS: list[tuple[str, str, Callable[[Data], object], list[str]]] = [
     ("overlapping prices", "prices.yaml", _add_overlapping_price,
-     ["prices.yaml: entry 1 (App memory)", "overlaps entry 33 (App memory, line",
-      "from 2025-06-01 04:00 UTC", "set this entry's valid_to to entry 33's valid_from"]),
+     ["prices.yaml: entry 1 (App memory)", "overlaps entry 39 (App memory, line",
+      "from 2025-06-01 04:00 UTC", "set this entry's valid_to to entry 39's valid_from"]),
     ("IAA of an unknown customer", "iaas.yaml",
      lambda d: d["iaas"][2].update(customer="dept-of-nothing"),
      ["iaas.yaml: entry 3 (IAA-EPA-FY26)",
@@ -409,11 +409,15 @@ BAD_EDITS: list[tuple[str, str, Callable[[Data], object], list[str]]] = [
     ("unknown meter", "resource_kinds.yaml",
      lambda d: d["resource_kinds"][1].update(meter="cftasks"),
      ["resource_kinds.yaml: entry 2 (aws-rds/micro-psql)", "meter 'cftasks' is unknown: use "
-      "cfapps (app memory) or cfservices"]),
+      "one of cfapps, cfservices, rds_storage"]),
     ("cfapps kind that is not app memory", "resource_kinds.yaml",
      lambda d: d["resource_kinds"][0].update(natural_id="app-disk"),
      ["resource_kinds.yaml: entry 1 (App memory)", "natural_id 'app-disk' is not a cfapps "
       "kind: cfapps has one kind, natural_id app-memory"]),
+    ("AWS meter kind that is not its own", "resource_kinds.yaml",
+     lambda d: d["resource_kinds"][0].update(meter="s3_storage", natural_id="bucket-count"),
+     ["resource_kinds.yaml: entry 1 (App memory)", "natural_id 'bucket-count' is not a "
+      "s3_storage kind: s3_storage has the kinds stored-bytes, untagged, unknown-instance"]),
     ("service plan kind named by name, not guid", "resource_kinds.yaml",
      lambda d: d["resource_kinds"][1].update(natural_id="micro-psql"),
      ["resource_kinds.yaml: entry 2 (aws-rds/micro-psql)", "natural_id 'micro-psql' is not a "
@@ -474,9 +478,9 @@ def test_every_problem_is_listed_one_per_line_with_its_line_in_the_file(tmp_path
         read_catalog(directory)
     lines = str(refused.value).splitlines()
     assert lines[0].endswith("rejected: 3 problems (entries are counted from 1)")
-    assert lines[1].startswith("prices.yaml: entry 2 (aws-rds/micro-psql), line 34: unit is "
+    assert lines[1].startswith("prices.yaml: entry 2 (aws-rds/micro-psql), line 35: unit is "
                                "missing")
-    assert lines[2].startswith("prices.yaml: entry 4 (aws-rds/medium-psql), line 43: "
+    assert lines[2].startswith("prices.yaml: entry 4 (aws-rds/medium-psql), line 44: "
                                "microcredits_per_unit is -4000000")
     assert lines[3].startswith("iaas.yaml: entry 1 (IAA-GSA-TTS-FY26)")
 

@@ -15,6 +15,7 @@ import httpx
 from moto.server import ThreadedMotoServer
 
 from billing_dagster.aws.client import DEFAULT_REGION, AwsClients, AwsSettings
+from billing_dagster.resources import AwsApi
 
 log = logging.getLogger(__name__)
 # moto's RDS keeps at most 1,000 automated snapshots unless told otherwise; a foundation of
@@ -49,6 +50,11 @@ class EmbeddedAws:
 
     def clients(self, **overrides: object) -> AwsClients:
         return AwsClients(self.settings(**overrides))
+
+    def resource(self) -> AwsApi:
+        """The Dagster resource that reads this server."""
+        return AwsApi(region=DEFAULT_REGION, endpoint_url=self.url, access_key_id=EMBEDDED_KEY,
+                      secret_access_key=EMBEDDED_SECRET)
 
     def environment(self) -> dict[str, str]:
         """The standard AWS variables that point boto3 (and run workers) at this server."""

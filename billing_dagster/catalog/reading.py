@@ -31,6 +31,7 @@ from billing_dagster.catalog.model import (
     Tier,
     TierPeriod,
 )
+from billing_dagster.meters.units import METER_UNITS, SINGLE_KINDS, UNKNOWN_INSTANCE, UNTAGGED
 from billing_dagster.partitions import BUSINESS_TIMEZONE
 
 EXAMPLE_CATALOG = Path(__file__).resolve().parent / "example"
@@ -45,8 +46,6 @@ CATALOG_FILES: dict[str, str] = {
 }
 """Each catalog file and the top-level key holding its list of entries."""
 
-METER_UNITS: dict[str, str] = {"cfapps": "MiB-seconds", "cfservices": "instance-seconds"}
-APP_MEMORY = "app-memory"
 BIGINT_MAX = 2**63 - 1
 NEW_YORK = ZoneInfo(BUSINESS_TIMEZONE)
 _CUSTOMER_ID = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -58,6 +57,14 @@ _UNIT_FIX: dict[str | None, str] = {
     "cfapps": "give the price's unit in MiB-seconds, e.g. 2691072000 for 1 GiB over a "
               "730-hour month",
     "cfservices": "give the price's unit in instance-seconds, e.g. 2628000 for a 730-hour month",
+    "rds_storage": "give the price's unit in GiB-seconds, e.g. 262800000 for 100 GiB over a "
+                   "730-hour month",
+    "opensearch_storage": "give the price's unit in GiB-seconds, e.g. 262800000 for 100 GiB "
+                          "over a 730-hour month",
+    "s3_storage": "give the price's unit in byte-seconds, e.g. 1128770960179200000 for 400 GiB "
+                  "over a 730-hour month",
+    "ses_sends": "give the price's unit in sends, e.g. 150000",
+    "ses_attachment_bytes": "give the price's unit in bytes, e.g. 128849018880 for 120 GiB",
     None: "give the price's unit in the meter's unit-seconds (MiB-seconds for cfapps, "
           "instance-seconds for cfservices), e.g. 2628000 for one instance over a 730-hour month",
 }
@@ -569,9 +576,11 @@ def _claim(claims: list[tuple[_Entry, OrgOwnership]], entry: _Entry, org: OrgOwn
 
 
 def _kinds(entries: list[_Entry]) -> list[tuple[_Entry, ResourceKindEntry]]:
-    fixes = {"meter": "give the meter: cfapps (app memory) or cfservices (a service plan)",
+    fixes = {"meter": f"give the meter: one of {', '.join(METER_UNITS)}",
              "natural_id": "give the kind's id in its meter: app-memory for cfapps, the "
-                           "service plan guid for cfservices",
+                           "service plan guid for cfservices, the meter's one kind for an "
+                           "AWS meter (allocated-storage, ebs-storage, stored-bytes, sends, "
+                           "attachment-bytes)",
              "name": "name the kind: <offering>/<plan> for a service plan, e.g. "
                      "aws-rds/micro-psql"}
     kinds = []
@@ -585,11 +594,12 @@ def _kinds(entries: list[_Entry]) -> list[tuple[_Entry, ResourceKindEntry]]:
         description = entry.text("description", "describe the kind in a line, or remove the "
                                  "field")
         if meter is not None and meter not in METER_UNITS:
-            entry.fail(f"meter {meter!r} is unknown", "use cfapps (app memory) or cfservices "
-                       "(service plans)")
-        elif meter == "cfapps" and natural_id is not None and natural_id != APP_MEMORY:
-            entry.fail(f"natural_id {natural_id!r} is not a cfapps kind",
-                       f"cfapps has one kind, natural_id {APP_MEMORY}")
+            entry.fail(f"meter {meter!r} is unknown", f"use one of {', '.join(METER_UNITS)}")
+        elif meter in SINGLE_KINDS and natural_id is not None and natural_id not in (
+                allowed := _single_kind_ids(meter)):
+            entry.fail(f"natural_id {natural_id!r} is not a {meter} kind",
+                       f"{meter} has one kind, natural_id {allowed[0]}" if len(allowed) == 1
+                       else f"{meter} has the kinds {', '.join(allowed)}")
         elif meter == "cfservices":
             if natural_id is not None and not _is_guid(natural_id):
                 entry.fail(f"natural_id {natural_id!r} is not a service plan guid",
@@ -605,6 +615,14 @@ def _kinds(entries: list[_Entry]) -> list[tuple[_Entry, ResourceKindEntry]]:
     _unique(kinds, lambda k: (k.meter, k.natural_id), "meter and natural_id",
             "a kind is listed once: merge the two entries")
     return _valid(kinds)
+
+
+def _single_kind_ids(meter: str) -> tuple[str, ...]:
+    """The natural ids a kind of a single-kind meter may have: its own, and for AWS meters the
+    stubs that hold unattributed usage (the billing team may name and price those too)."""
+    if meter == "cfapps":
+        return (SINGLE_KINDS[meter],)
+    return (SINGLE_KINDS[meter], UNTAGGED, UNKNOWN_INSTANCE)
 
 
 def _prices(entries: list[_Entry], kinds: set[str] | None,

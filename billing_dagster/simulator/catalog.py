@@ -109,6 +109,15 @@ OFFERING_SPECS: tuple[OfferingSpec, ...] = (
         plans=("autoscaler-free-plan",),
         free_plans=("autoscaler-free-plan",),
     ),
+    OfferingSpec(
+        name="aws-ses",
+        broker="aws-broker",
+        description="Send email through Amazon SES",
+        tags=("email", "ses"),
+        documentation_url="https://cloud.gov/docs/services/aws-ses/",
+        weight=5,
+        plans=("base",),
+    ),
 )
 
 BUILDPACK_NAMES: tuple[str, ...] = (

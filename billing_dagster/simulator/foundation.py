@@ -11,7 +11,7 @@ Not thread-safe: the HTTP server serializes access with its own lock.
 """
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -90,6 +90,8 @@ class Foundation:
         self._evolver = Evolver(seed, apps, service_instances, start_epoch, self._state, factory)
         self._evolve = evolve
         self._script_rng = random.Random(f"{seed}:script")
+        self.after_advance: list[Callable[[datetime], None]] = []
+        """Called with virtual now after each advance (the AWS side follows the foundation)."""
 
     # -- identity and clock ----------------------------------------------------------------
 
@@ -138,6 +140,8 @@ class Foundation:
         self._now = target
         self._state.record_now(target)
         self._prune(target)
+        for follow in self.after_advance:
+            follow(self.now)
 
     # -- scripted changes (tests): each advances time to ``at`` first, then applies -------
 
@@ -237,6 +241,13 @@ class Foundation:
         history = self._state.history
         assert history is not None
         return history.usage(_epoch_seconds(start, "start"), _epoch_seconds(end, "end"))
+
+    def instance_lifetimes(self) -> list[tuple[str, str, str, list[tuple[int, int, str]]]]:
+        """Every managed service instance's true history: (guid, space guid, org guid,
+        [(epoch second, 1 present / 0 gone, plan guid)]), as the oracle recorded it."""
+        history = self._state.history
+        assert history is not None
+        return history.changes("cfservices")
 
     # -- inventory (read-only views, in API default order) ---------------------------------
 

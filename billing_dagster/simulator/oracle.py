@@ -123,6 +123,13 @@ class UsageHistory:
                                                                      org_guid)
         timeline.set(at, rate, kind)
 
+    def changes(self, meter: str) -> list[tuple[str, str, str, list[tuple[int, int, str]]]]:
+        """Each resource of ``meter``: (resource, space guid, org guid, [(second, rate, kind)])
+        as it changed, oldest first."""
+        return [(resource, t.space_guid, t.org_guid, list(zip(t.times, t.rates, t.kinds,
+                                                               strict=True)))
+                for (m, resource), t in self._timelines.items() if m == meter]
+
     def usage(self, start: int, end: int) -> list[TrueUsage]:
         """Every resource's unit-seconds per kind in each UTC hour of [start, end), ordered
         by hour, meter, resource and kind; resource-hours that used nothing are left out."""

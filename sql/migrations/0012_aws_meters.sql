@@ -50,3 +50,9 @@ CREATE TABLE billing.counted_usage (
 );
 CREATE INDEX counted_usage_hour_start ON billing.counted_usage (hour_start);
 CALL billing.make_append_only('counted_usage', 'refuse_usage_change');
+
+-- A month of one customer's S3 storage in byte-seconds passes bigint's range (10 TB for a
+-- month is ~3e19), so the quantities summed over a month are numeric; one resource's hour
+-- still fits a bigint (up to 2.5 PB held for the hour).
+ALTER TABLE billing.posting_line ALTER COLUMN quantity TYPE numeric;
+ALTER TABLE billing.unknown_kind_review ALTER COLUMN quantity TYPE numeric;

@@ -144,3 +144,19 @@ SELECT count(*) AS resources,
                 FILTER (WHERE kind_natural_id IN ('untagged', 'unknown-instance')),
                 '[]'::jsonb) AS unattributed
   FROM aws_resource;
+
+-- name: metered_services_by_customer
+-- Each customer's usage of the AWS meters in a window, in the meter's natural unit (GiB-hours
+-- of storage, GiB-days of S3, sends, MiB of attachments) and the exact microcredits priced;
+-- usage of no customer (an org no customer owns, or unattributed AWS resources) under NULL.
+SELECT hp.customer_id, k.meter, m.unit,
+       sum(hp.quantity) AS quantity,
+       round(sum(hp.amount_microcredits))::bigint AS microcredits,
+       count(DISTINCT hp.hour_start) AS hours
+  FROM billing.hourly_posting hp
+  JOIN billing.resource_kind k ON k.id = hp.resource_kind_id
+  JOIN billing.meter m ON m.name = k.meter
+ WHERE m.basis <> 'events'
+   AND hp.hour_start >= %(window_start)s AND hp.hour_start < %(window_end)s
+ GROUP BY hp.customer_id, k.meter, m.unit
+ ORDER BY hp.customer_id NULLS LAST, k.meter;

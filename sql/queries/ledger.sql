@@ -15,7 +15,7 @@ ON CONFLICT ON CONSTRAINT account_customer_type_agreement DO NOTHING;
 -- same database transaction, and the balance trigger checks every transaction at commit.
 WITH current_lines AS (
     SELECT customer_id, resource_kind_id, microcredits_per_unit, unit,
-           sum(quantity)::bigint AS quantity,
+           sum(quantity) AS quantity,
            billing.div_round_half_even(sum(quantity)::numeric * microcredits_per_unit,
                                        unit)::bigint AS amount
       FROM billing.hourly_posting
@@ -25,7 +25,7 @@ WITH current_lines AS (
 ),
 posted_lines AS (
     SELECT t.customer_id, l.resource_kind_id, l.microcredits_per_unit, l.unit,
-           sum(l.quantity)::bigint AS quantity, sum(l.amount_microcredits)::bigint AS amount
+           sum(l.quantity) AS quantity, sum(l.amount_microcredits)::bigint AS amount
       FROM billing.ledger_transaction t
       JOIN billing.posting_line l ON l.transaction_id = t.id
      WHERE t.business_month = %(business_month)s

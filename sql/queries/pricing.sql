@@ -57,7 +57,7 @@ WITH seen AS (
            CASE WHEN k.name IS NULL THEN 'no name' ELSE 'no price' END AS reason,
            min(hp.hour_start) AS first_hour, max(hp.hour_start) AS last_hour,
            count(DISTINCT hp.hour_start)::integer AS hours,
-           sum(hp.resources)::integer AS resources, sum(hp.quantity)::bigint AS quantity
+           sum(hp.resources)::integer AS resources, sum(hp.quantity) AS quantity
       FROM billing.hourly_posting hp
       JOIN billing.resource_kind k ON k.id = hp.resource_kind_id
      WHERE hp.price_id IS NULL

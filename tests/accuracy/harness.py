@@ -40,19 +40,22 @@ import psycopg
 import yaml
 from psycopg.rows import dict_row
 
+from billing_dagster.aws.embedded import EmbeddedAws
 from billing_dagster.catalog import EXAMPLE_CATALOG, load_catalog, read_catalog
 from billing_dagster.cf.client import CloudFoundryClient
 from billing_dagster.database import connect
 from billing_dagster.definitions import defs
 from billing_dagster.jobs import landing_job, metering_job
 from billing_dagster.ledger.posting import post_month
-from billing_dagster.meters import METERS, STREAMS
+from billing_dagster.meters import AWS_METERS, METERS, STREAMS
 from billing_dagster.partitions import hourly_keys_between
 from billing_dagster.pricing.postings import price_window
 from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
 from billing_dagster.simulator import Foundation, Simulator
+from billing_dagster.simulator.aws import AwsFoundation
 from billing_dagster.simulator.records import Organization
 from billing_dagster.sql import copy_rows, queries_in
+from billing_dagster.usage.aws import read_and_land
 from billing_dagster.usage.events import land_events
 from billing_dagster.usage.measurements import derive_window
 from billing_dagster.usage.snapshot import land_snapshot, take_snapshot
@@ -243,11 +246,13 @@ def run(database_url: str, scenario: Scenario) -> Report:
     foundation = Foundation(s.seed, s.apps, s.service_instances,
                             s.month_start - timedelta(days=s.history_days))
     with Simulator(foundation, client_id=CLIENT[0], client_secret=CLIENT[1]) as sim, \
+            EmbeddedAws() as aws, \
             catalog_directory(foundation, s.hour(s.move_at)) as catalog, \
             connect(database_url) as conn:
+        world = AwsFoundation(foundation, aws.clients())
         load_catalog(conn, read_catalog(catalog))
-        churn = Production(sim, conn, database_url, s).live()
-        report = compare(sim, conn, s, catalog)
+        churn = Production(sim, aws, conn, database_url, s).live()
+        report = compare(sim, world, conn, s, catalog)
         report.churn = churn
     return report
 
@@ -255,15 +260,16 @@ def run(database_url: str, scenario: Scenario) -> Report:
 class Production:
     """The project run as production runs it, hour by hour, with the scenario's faults."""
 
-    def __init__(self, sim: Simulator, conn: psycopg.Connection, database_url: str,
-                 scenario: Scenario) -> None:
+    def __init__(self, sim: Simulator, aws: EmbeddedAws, conn: psycopg.Connection,
+                 database_url: str, scenario: Scenario) -> None:
         self.sim = sim
+        self.aws = aws
         self.conn = conn
         self.s = scenario
         self.database_url = database_url
         self.measured_to = scenario.month_start  # hours before this are measured
         self.churn: dict[str, int] = defaultdict(int)
-        self._dagster = _DagsterRuns(sim, database_url)
+        self._dagster = _DagsterRuns(sim, aws, database_url)
 
     def live(self) -> dict[str, int]:
         s = self.s
@@ -282,6 +288,12 @@ class Production:
             else:
                 self.land(n)
                 self.meter(self.measured_to, hour_end)
+            if hour_end.hour == 7 and hour_end - 7 * HOUR >= self.s.month_start:
+                # S3's samples of the day have landed (published at 06:00): its first hours,
+                # measured with yesterday's, are measured again, as a re-measuring of
+                # flagged hours would
+                self.meter(hour_end - 7 * HOUR, hour_end - HOUR)
+                self.churn["days re-measured once S3's sample landed"] += 1
             self.measured_to = hour_end
             if n % 24 == 0:
                 log.info("day %d of %d landed and metered", n // 24, s.hours // 24)
@@ -289,7 +301,8 @@ class Production:
         return dict(self.churn)
 
     def land(self, n: int) -> None:
-        """The landing job's two steps (foundation_snapshot, usage_events), in either order."""
+        """The landing job's steps: foundation_snapshot and usage_events in either order, then
+        aws_readings."""
         now = self.sim.foundation.now
         per_page = self.s.page_sizes[n % len(self.s.page_sizes)]
         steps = [lambda: self._snapshot(now), lambda: self._events(now, per_page)]
@@ -298,6 +311,7 @@ class Production:
             self.churn["landings with events before the snapshot"] += 1
         for step in steps:
             step()
+        read_and_land(self.conn, self.aws.clients(), AWS_METERS, now)
 
     def _snapshot(self, now: datetime) -> None:
         with CloudFoundryClient(self.sim.url, *CLIENT) as client:
@@ -359,11 +373,12 @@ class _DagsterRuns:
     """``landing_job`` then ``metering_job`` for one hour, as real Dagster runs of the code
     location's own job definitions, against the simulator and the suite's database."""
 
-    def __init__(self, sim: Simulator, database_url: str) -> None:
+    def __init__(self, sim: Simulator, aws: EmbeddedAws, database_url: str) -> None:
         self.instance = dg.DagsterInstance.ephemeral()
         resources = {
             "db": BillingDatabase(url=database_url),
             "cf": CloudFoundryApi(api_url=sim.url, client_id=CLIENT[0], client_secret=CLIENT[1]),
+            "aws": aws.resource(),
             "clock": Clock(simulator_url=sim.url),
         }
         self.defs = dg.Definitions(assets=list(defs.assets or []),
@@ -574,8 +589,9 @@ def ledger_violations(draws: list[dict[str, Any]], expiries: dict[str, int],
 # -- comparing -----------------------------------------------------------------------------
 
 
-def compare(sim: Simulator, conn: psycopg.Connection, s: Scenario, catalog: Path) -> Report:
-    oracle = fetch_oracle(sim.url, s.month_start, s.end)
+def compare(sim: Simulator, world: AwsFoundation, conn: psycopg.Connection, s: Scenario,
+            catalog: Path) -> Report:
+    oracle = fetch_oracle(sim.url, s.month_start, s.end) + aws_oracle(world, conn, s)
     month_key = f"{s.month:%Y-%m}"
     month_end = datetime.combine(
         (s.month.replace(day=28) + timedelta(days=4)).replace(day=1), time(),
@@ -600,6 +616,20 @@ def compare(sim: Simulator, conn: psycopg.Connection, s: Scenario, catalog: Path
     log.info("compared %d oracle rows for %s", len(oracle), month_key)
     return Report(s, by_status, [d for d in differing if d["status"] == "complete"],
                   flagged, lines, ledger=ledger, draws=len(draws))
+
+
+def aws_oracle(world: AwsFoundation, conn: psycopg.Connection, s: Scenario) -> list[tuple]:
+    """The AWS side's true usage of the month. Sampled storage (RDS, OpenSearch) is defined
+    at the instants AWS was read, so the oracle is told when the complete readings were
+    taken (a fact of the run, not a value the project derived)."""
+    readings: dict[str, list[datetime]] = defaultdict(list)
+    for meter, taken_at in conn.execute(
+            "SELECT meter, taken_at FROM billing.reading WHERE source = 'aws' "
+            "AND status = 'complete' ORDER BY taken_at"):
+        readings[meter].append(taken_at)
+    return [(datetime.fromtimestamp(u.hour_start, UTC), u.meter, u.resource, u.kind,
+             u.unit_seconds, u.space_guid or None, u.org_guid or None)
+            for u in world.true_usage(s.month_start, s.end, readings)]
 
 
 def fetch_oracle(url: str, start: datetime, end: datetime) -> list[tuple]:
