@@ -54,6 +54,15 @@ class S3StorageMeter:
         guids = {name: instance_guid(tags) for name, tags in listed.items()}
         for name, guid in known.items():
             guids.setdefault(name, guid)  # no longer listed: attributed as when last seen
+        try:
+            for page in aws.pages("cloudwatch", "list_metrics", "Metrics", Namespace="AWS/S3",
+                                  MetricName="BucketSizeBytes"):
+                for metric in page:
+                    dimensions = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
+                    if dimensions.get("BucketName"):
+                        guids.setdefault(dimensions["BucketName"], None)
+        except AwsApiError as exc:
+            return failed(self.name, now, [], exc, "buckets with sizes not listed")
         queries = [MetricQuery(f"{bucket}\t{storage}", "AWS/S3", "BucketSizeBytes",
                                (("BucketName", bucket), ("StorageType", storage)))
                    for bucket in guids for storage in self.storage_types]

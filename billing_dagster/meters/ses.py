@@ -5,7 +5,8 @@ GUID, and SES event publishing sends its metrics to CloudWatch under the dimensi
 ``ses:configuration-set``. Each hour's value is the CloudWatch Sum over that hour: a delta by
 construction, so a configuration set recreated (its series starting again from nothing) can
 never produce a negative or a double count. An hour is read once it has settled
-(``settle_minutes`` after its end) and again for ``lookback_hours`` so late datapoints land.
+(``settle_minutes`` after its end: the landing at minute 1 reads the hour that just ended) and
+again for ``lookback_hours`` so late datapoints land; the newest reading's sum is the hour's.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class SesCounterMeter:
     basis = "counted"
 
     def __init__(self, name: str, namespace: str, metric: str, *, lookback_hours: int = 6,
-                 settle_minutes: int = 10) -> None:
+                 settle_minutes: int = 1) -> None:
         self.name = name
         self.namespace = namespace
         self.metric = metric
@@ -51,6 +52,15 @@ class SesCounterMeter:
         guids = {name: instance_guid(tags) for name, tags in listed.items()}
         for name, guid in known.items():
             guids.setdefault(name, guid)  # deleted since: attributed as when last seen
+        try:  # sets CloudWatch has sums of, e.g. one created and deleted between readings
+            for page in aws.pages("cloudwatch", "list_metrics", "Metrics",
+                                  Namespace=self.namespace, MetricName=self.metric):
+                for metric in page:
+                    for dimension in metric.get("Dimensions", []):
+                        if dimension.get("Name") == DIMENSION and dimension.get("Value"):
+                            guids.setdefault(dimension["Value"], None)
+        except AwsApiError as exc:
+            return failed(self.name, now, [], exc, "configuration sets with sums not listed")
         queries = [MetricQuery(name, self.namespace, self.metric, ((DIMENSION, name),))
                    for name in guids]
         try:

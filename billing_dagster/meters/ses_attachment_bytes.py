@@ -14,6 +14,6 @@ METRIC = "AttachmentBytes"
 
 
 def ses_attachment_bytes_meter(lookback_hours: int = 6,
-                               settle_minutes: int = 10) -> SesCounterMeter:
+                               settle_minutes: int = 1) -> SesCounterMeter:
     return SesCounterMeter("ses_attachment_bytes", NAMESPACE, METRIC,
                            lookback_hours=lookback_hours, settle_minutes=settle_minutes)

@@ -64,6 +64,7 @@ class _Resource:
     org_guid: str | None
     created: int
     deleted: int | None
+    instance_gone: int | None = None  # when its CF instance was deleted
     times: list[int] = field(default_factory=list)  # size changes (gauges)
     sizes: list[int] = field(default_factory=list)
     nodes: int = 1  # OpenSearch data nodes
@@ -163,9 +164,9 @@ class AwsFoundation:
                 continue
             gone = next((t for t, rate, _ in changes if t > created and rate == 0), None)
             keep = kind == "s3" and _number(guid, "keep") % KEEP_BUCKET_ONE_IN == 0
-            probe = _Resource(kind, guid, space, org, created, None if keep else gone)
+            probe = _Resource(kind, guid, space, org, created, None if keep else gone, gone)
             resource = self.resources.setdefault(probe.name, probe)
-            resource.deleted = probe.deleted
+            resource.deleted, resource.instance_gone = probe.deleted, gone
         for resource in self.resources.values():
             if not resource.times or resource.times[-1] < horizon:
                 resource.times.clear()
@@ -174,51 +175,67 @@ class AwsFoundation:
         self._horizon = horizon
 
     def true_usage(self, start: datetime, end: datetime,
-                   readings: Mapping[str, Sequence[datetime]]) -> list[TrueUsage]:
+                   readings: Mapping[str, Sequence[datetime]],
+                   cf_forgot_before: datetime | None = None) -> list[TrueUsage]:
         """What each AWS resource should bill in each UTC hour of [start, end).
 
         Storage of RDS and OpenSearch is sampled at the instants the project read AWS
         (``readings[meter]``, complete readings only): the true size at each reading holds
         until the next. S3 bills the true size at 00:00 UTC (AWS's daily sample) for each hour
-        of that day. SES bills each hour's true sends and attachment bytes. Resources that no
-        CF instance owns are billed on the stub kinds ``untagged`` and ``unknown-instance``.
+        of that day. SES bills each hour's true sends and attachment bytes.
+
+        Who is charged: the instance's space, unless nobody reading AWS and CF could know it.
+        A resource that existed at no reading (deleted before any listed it: its tags were
+        never read) is ``untagged``; one whose instance CF had forgotten before the project
+        first read it (deleted before ``cf_forgot_before``: first landing minus CF's event
+        retention) is ``unknown-instance``, as are the two orphan buckets' by construction.
         """
         t0, t1 = int(start.timestamp()), int(end.timestamp())
+        forgot = int(cf_forgot_before.timestamp()) if cf_forgot_before else None
         self._refresh(t1)
         rows: list[TrueUsage] = []
         for name, r in self.resources.items():
-            kind_of = {None: "untagged", STRANGER_GUID: "unknown-instance"}
+            meters = {"rds": ("rds_storage",), "opensearch": ("opensearch_storage",),
+                      "s3": ("s3_storage",), "ses": ("ses_sends", "ses_attachment_bytes")}
+            instants = {m: [int(i.timestamp()) for i in readings.get(m, ())]
+                        for m in meters[r.kind]}
+            seen = any(r.exists_at(i) for m in instants for i in instants[m])
+            space, org = r.space_guid, r.org_guid
+            if r.guid is None or not seen:
+                owner = "untagged"
+            elif r.guid == STRANGER_GUID or (forgot is not None and r.instance_gone is not None
+                                              and r.instance_gone < forgot):
+                owner = "unknown-instance"
+            else:
+                owner = None
+            if owner is not None:
+                space = org = None
+            values: dict[tuple[str, str], dict[int, int]] = {}
             if r.kind in ("rds", "opensearch"):
-                meter = "rds_storage" if r.kind == "rds" else "opensearch_storage"
+                meter = meters[r.kind][0]
                 kind = "allocated-storage" if r.kind == "rds" else "ebs-storage"
                 natural_id = (f"arn:aws-us-gov:rds:{REGION}:{ACCOUNT}:db:{name}"
                               if r.kind == "rds" else
                               f"arn:aws-us-gov:es:{REGION}:{ACCOUNT}:domain/{name}")
-                instants = [int(i.timestamp()) for i in readings.get(meter, ())]
-                held = [(i, r.size_at(i) * r.nodes) for i in instants]
-                values = _hold(held, t0, t1)
+                held = [(i, r.size_at(i) * r.nodes) for i in instants[meter]]
+                values[meter, owner or kind] = _hold(held, t0, t1)
             elif r.kind == "s3":
-                meter, kind, natural_id = "s3_storage", "stored-bytes", name
-                values = {}
+                natural_id = name
+                per_hour = values["s3_storage", owner or "stored-bytes"] = {}
                 for hour in range(t0, t1, HOUR):
                     day = hour - hour % DAY
-                    values[hour] = r.size_at(day) * HOUR if r.exists_at(day) else 0
-                kind = kind_of.get(r.guid, kind)
+                    per_hour[hour] = r.size_at(day) * HOUR if r.exists_at(day) else 0
             else:
+                natural_id = name
+                sends = values["ses_sends", owner or "sends"] = {}
+                attachments = values["ses_attachment_bytes", owner or "attachment-bytes"] = {}
                 for hour in range(t0, t1, HOUR):
-                    if not (r.exists_at(hour) and r.exists_at(hour + HOUR - 1)):
-                        continue
-                    ses = _ses_hour(name, hour)
-                    for meter, kind, value in (("ses_sends", "sends", ses.sends),
-                                               ("ses_attachment_bytes", "attachment-bytes",
-                                                ses.attachment_bytes)):
-                        if value > 0:
-                            rows.append(TrueUsage(hour, meter, name, kind, value,
-                                                  r.space_guid or "", r.org_guid or ""))
-                continue
-            rows.extend(TrueUsage(hour, meter, natural_id, kind, value, r.space_guid or "",
-                                  r.org_guid or "")
-                        for hour, value in values.items() if value > 0)
+                    if r.exists_at(hour) and r.exists_at(hour + HOUR - 1):
+                        ses = _ses_hour(name, hour)
+                        sends[hour], attachments[hour] = ses.sends, ses.attachment_bytes
+            rows.extend(TrueUsage(hour, meter, natural_id, kind, value, space or "", org or "")
+                        for (meter, kind), per_hour in values.items()
+                        for hour, value in per_hour.items() if value > 0)
         rows.sort(key=lambda u: (u.hour_start, u.meter, u.resource, u.kind))
         return rows
 
@@ -345,6 +362,8 @@ def _hold(samples: list[tuple[int, int]], t0: int, t1: int) -> dict[int, int]:
     next one (nothing before the first)."""
     samples = sorted(samples)
     values: dict[int, int] = {}
+    if not samples:
+        return values
     for (at, value), nxt in zip(samples, [*samples[1:], (t1, 0)], strict=True):
         start, end = max(at, t0), min(nxt[0], t1)
         while start < end and value:

@@ -629,7 +629,10 @@ def aws_oracle(world: AwsFoundation, conn: psycopg.Connection, s: Scenario) -> l
         readings[meter].append(taken_at)
     return [(datetime.fromtimestamp(u.hour_start, UTC), u.meter, u.resource, u.kind,
              u.unit_seconds, u.space_guid or None, u.org_guid or None)
-            for u in world.true_usage(s.month_start, s.end, readings)]
+            for u in world.true_usage(
+                s.month_start, s.end, readings,
+                cf_forgot_before=s.hour(s.install_at)
+                - timedelta(days=world.foundation.retention_days))]
 
 
 def fetch_oracle(url: str, start: datetime, end: datetime) -> list[tuple]:
