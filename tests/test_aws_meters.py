@@ -347,3 +347,31 @@ def test_throttling_is_retried_and_a_reading_that_stays_throttled_fails_cleanly(
     derive_window(instances, t9, t9 + 2 * HOUR)
     assert measured(instances, "rds_storage")[t9 + HOUR, arn, "allocated-storage",
                                               "space-1"] == 30 * 3600
+
+
+def test_aws_readings_asset_reads_the_simulators_aws_side_through_dagster(simulator, db_url,
+                                                                          aws):
+    """The asset end to end: the simulator's foundation seeds the embedded AWS, and one
+    materialization lands every AWS meter with its totals and unattributed resources."""
+    import dagster as dg
+
+    from billing_dagster.resources import BillingDatabase, Clock
+    from billing_dagster.simulator.aws import STRANGER_BUCKET, UNTAGGED_BUCKET, AwsFoundation
+    from billing_dagster.usage.assets import aws_readings
+
+    world = AwsFoundation(simulator.foundation, aws.clients())
+    simulator.foundation.advance_to(simulator.foundation.now + timedelta(hours=7))
+    result = dg.materialize([aws_readings], resources={
+        "db": BillingDatabase(url=db_url), "aws": aws.resource(),
+        "clock": Clock(simulator_url=simulator.url)})
+    assert result.success
+    metadata = result.asset_materializations_for_node("aws_readings")[0].metadata
+    readings = metadata["readings"].value
+    assert readings == {m.name: "complete" for m in AWS_METERS}
+    databases = sum(1 for r in world.resources.values()
+                    if r.kind == "rds" and r.exists_at(int(simulator.foundation.now.timestamp())))
+    assert metadata["rds_storage_resources"].value == databases
+    check = result.get_asset_check_evaluations()[0]
+    assert not check.passed  # the two orphan buckets are listed as unattributed
+    unattributed = {u["resource"] for u in check.metadata["unattributed_resources"].value}
+    assert {UNTAGGED_BUCKET, STRANGER_BUCKET} <= unattributed

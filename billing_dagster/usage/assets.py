@@ -7,7 +7,6 @@ from typing import Any
 import dagster as dg
 
 from billing_dagster.meters import AWS_METERS, METERS, STREAMS
-from billing_dagster.meters.units import METER_UNITS
 from billing_dagster.partitions import hourly_partitions, utc_window
 from billing_dagster.resources import AwsApi, BillingDatabase, Clock, CloudFoundryApi
 from billing_dagster.usage.aws import LandedAwsReading, read_and_land
@@ -150,13 +149,18 @@ def aws_readings(context: dg.AssetExecutionContext, aws: AwsApi, db: BillingData
     )
 
 
+# what each AWS meter's total in the metadata is
+AWS_TOTALS = {"rds_storage": "gib_allocated", "opensearch_storage": "gib_allocated",
+              "s3_storage": "bytes_stored_newest_day", "ses_sends": "sends_in_hours_read",
+              "ses_attachment_bytes": "bytes_in_hours_read"}
+
+
 def _aws_metadata(landed: list[LandedAwsReading]) -> dict[str, Any]:
     metadata: dict[str, Any] = {"readings": dg.MetadataValue.json(
         {r.meter: r.status for r in landed})}
     for r in landed:
-        unit = METER_UNITS[r.meter].removesuffix("-seconds").removesuffix("s")
         metadata[f"{r.meter}_resources"] = r.resources
-        metadata[f"{r.meter}_{unit.lower().replace('-', '_')}_read"] = r.total
+        metadata[f"{r.meter}_{AWS_TOTALS[r.meter]}"] = r.total
         metadata[f"{r.meter}_unattributed"] = r.untagged + r.unknown_instance
         if r.settled:
             metadata[f"{r.meter}_settled"] = (f"{r.settled[0].isoformat()} .. "

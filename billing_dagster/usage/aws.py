@@ -33,7 +33,8 @@ class LandedAwsReading:
     status: str
     resources: int
     samples: int
-    total: int  # sum of the sample values: GiB (gauges), bytes, sends
+    total: int  # GiB allocated now (sampled), bytes stored on the newest day (daily), or the
+    # sends / attachment bytes of the hours read (counted)
     new_observations: int
     untagged: int
     unknown_instance: int
@@ -104,7 +105,14 @@ def land_aws_reading(conn: psycopg.Connection, reading: AwsReading, basis: str,
         assert summary is not None
     return LandedAwsReading(
         meter=reading.meter, status=reading.status, resources=reading.resources,
-        samples=len(reading.samples), total=sum(s.value for s in reading.samples),
+        samples=len(reading.samples), total=_total(reading, basis),
         new_observations=new, untagged=summary[1], unknown_instance=summary[2],
         unattributed=summary[3], new_stub_kinds=stub_kinds, settled=reading.settled,
         error=reading.error)
+
+
+def _total(reading: AwsReading, basis: str) -> int:
+    if basis == "daily":
+        newest = max((s.at for s in reading.samples), default=None)
+        return sum(s.value for s in reading.samples if s.at == newest)
+    return sum(s.value for s in reading.samples)
