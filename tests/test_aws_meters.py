@@ -373,5 +373,7 @@ def test_aws_readings_asset_reads_the_simulators_aws_side_through_dagster(simula
     assert metadata["rds_storage_resources"].value == databases
     check = result.get_asset_check_evaluations()[0]
     assert not check.passed  # the two orphan buckets are listed as unattributed
-    unattributed = {u["resource"] for u in check.metadata["unattributed_resources"].value}
+    listed = check.metadata["unattributed_resources"].value
+    assert isinstance(listed, list)
+    unattributed = {u["resource"] for u in listed}
     assert {UNTAGGED_BUCKET, STRANGER_BUCKET} <= unattributed
