@@ -375,5 +375,5 @@ def test_aws_readings_asset_reads_the_simulators_aws_side_through_dagster(simula
     assert not check.passed  # the two orphan buckets are listed as unattributed
     listed = check.metadata["unattributed_resources"].value
     assert isinstance(listed, list)
-    unattributed = {u["resource"] for u in listed if isinstance(u, dict)}
+    unattributed = {str(u["resource"]) for u in listed if isinstance(u, dict)}
     assert {UNTAGGED_BUCKET, STRANGER_BUCKET} <= unattributed
