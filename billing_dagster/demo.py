@@ -106,8 +106,11 @@ def run_demo(prepared: Prepared, *, apps: int, service_instances: int) -> int:
 
         log.info("loading the catalog")
         run([billing_catalog])
-        _history(prepared.database_url, sim, start, backfill_start)
-        _aws_hourly(prepared.database_url, sim, aws, backfill_start, end)
+        # AWS is read hourly from the hour before the backfill (its sizes are held between
+        # readings, so the backfill's first hour needs a reading before it)
+        _history(prepared.database_url, sim, start, backfill_start,
+                 aws_from=(aws, backfill_start - HOUR + timedelta(minutes=1)))
+        _aws_hourly(prepared.database_url, sim, aws, backfill_start + HOUR, end)
         log.info("landing run: a snapshot, the newest usage events and the AWS readings")
         sim.advance_to(end + timedelta(minutes=1))
         run([foundation_snapshot, usage_events, aws_readings])
@@ -134,7 +137,8 @@ def run_demo(prepared: Prepared, *, apps: int, service_instances: int) -> int:
     return 0
 
 
-def _history(database_url: str, sim: Simulator, start: datetime, end: datetime) -> None:
+def _history(database_url: str, sim: Simulator, start: datetime, end: datetime,
+             aws_from: tuple[EmbeddedAws, datetime] | None = None) -> None:
     """Land the usage events day by day from ``start``, then measure and price [start, end)."""
     log.info("history: %s to %s of virtual time, usage events landed daily",
              f"{start:%Y-%m-%d %H:%M}", f"{end:%Y-%m-%d %H:%M}")
@@ -144,13 +148,20 @@ def _history(database_url: str, sim: Simulator, start: datetime, end: datetime) 
     try:
         with CloudFoundryClient(sim.url, *CLIENT) as client, connect(database_url) as conn:
             at, events = start - timedelta(minutes=55), 0
+            reading_from = aws_from[1] if aws_from else None
             while True:
                 sim.advance_to(at)
                 events += sum(land_events(conn, client, stream, sim.foundation.now).events_new
                               for stream in STREAMS)
+                if aws_from and reading_from and at >= reading_from:
+                    read_and_land(conn, aws_from[0].clients(), AWS_METERS, sim.foundation.now)
                 if at >= end:
                     break
-                at = min(at + timedelta(days=1), end + timedelta(minutes=5))
+                hourly = reading_from is not None and at >= reading_from
+                step = at + (HOUR if hourly else timedelta(days=1))
+                if reading_from is not None and at < reading_from < step:
+                    step = reading_from
+                at = min(step, end + timedelta(minutes=5))
             derived = derive_window(conn, start, end)
             priced = price_window(conn, start, end)
     finally:
@@ -162,11 +173,11 @@ def _history(database_url: str, sim: Simulator, start: datetime, end: datetime) 
 
 def _aws_hourly(database_url: str, sim: Simulator, aws: EmbeddedAws, start: datetime,
                 end: datetime) -> None:
-    """Read AWS at minute 1 of every hour of [start, end), as the hourly landing does."""
+    """Read AWS once in every hour of [start, end), as the hourly landing does."""
     log.info("AWS: %d hourly readings of the metered services", (end - start) // HOUR)
     clients = aws.clients()
     with connect(database_url) as conn:
-        at = start + timedelta(minutes=1)
+        at = max(start + timedelta(minutes=1), sim.foundation.now)
         while at < end:
             sim.advance_to(at)
             read_and_land(conn, clients, AWS_METERS, sim.foundation.now)
@@ -183,9 +194,10 @@ def _metered_lines(metered: list[dict[str, Any]]) -> list[str]:
     lines = []
     for m in metered:
         label, per = METERED_UNITS[m["unit"]]
+        charged = ("held: no price or no customer" if m["microcredits"] is None
+                   else f"{Decimal(m['microcredits']) / 1_000_000:>12,.6f} credits")
         lines.append(f"  {m['customer_id'] or '(no customer: held)':<24} {m['meter']:<21} "
-                     f"{Decimal(m['quantity']) / per:>16,.1f} {label:<9} "
-                     f"{Decimal(m['microcredits']) / 1_000_000:>12,.6f} credits")
+                     f"{Decimal(m['quantity']) / per:>16,.1f} {label:<9} {charged}")
     return lines or ["  none"]
 
 

@@ -139,7 +139,8 @@ SELECT hour_start, resource_id, resource_kind_id, value
 -- sampled gauges are complete once complete readings no further apart than the meter's
 -- max_reading_interval span the hour (the size read is held between readings: carried by
 -- design); daily gauges once their day's samples are settled; counters once a reading made
--- after the hour settled has read it. Otherwise carried from the last value, or a gap.
+-- after the hour settled has read it. Otherwise carried from the last value, or a gap. A
+-- meter never read (a deployment without AWS, a test of CF alone) gets no rows.
 INSERT INTO billing.hour_coverage
        (hour_start, meter, status, basis, state_from, uncovered_seconds, uncertain_resources,
         uncertain_resource_seconds, incomplete_readings, reason)
@@ -178,6 +179,8 @@ known AS (
                           WHERE r.meter = m.name AND r.source = 'aws'
                             AND r.status = 'complete' AND r.taken_at >= h.hour_end) after
      WHERE m.basis <> 'events'
+       -- a meter this deployment has never read has no hours to judge
+       AND EXISTS (SELECT 1 FROM billing.reading r WHERE r.meter = m.name)
 ),
 judged AS (
     SELECT *,
