@@ -88,6 +88,7 @@ def land_aws_reading(conn: psycopg.Connection, reading: AwsReading, basis: str,
         cur.execute(query("insert_aws_kinds"), ids)
         stub_kinds = [f"{reading.meter}:{r[0]}" for r in cur.fetchall()]
         cur.execute(query("upsert_aws_resources"), ids)
+        cur.execute(query("resolve_aws_samples"), ids)
         if basis == "counted":
             cur.execute(query("insert_counted_usage"), ids)
             new = cur.rowcount

@@ -1,6 +1,6 @@
 -- name: create_aws_staging
 -- The samples one AWS reading made of one meter, COPYed here; dropped at commit.
-DROP TABLE IF EXISTS stage_aws, aws_resource;
+DROP TABLE IF EXISTS stage_aws, aws_resource, aws_sample;
 CREATE TEMP TABLE stage_aws (
     natural_id text NOT NULL, name text, instance_guid text, details jsonb NOT NULL,
     at timestamptz NOT NULL, value bigint NOT NULL
@@ -58,21 +58,28 @@ ON CONFLICT (meter, natural_id) DO UPDATE
     OR r.space_guid IS DISTINCT FROM coalesce(EXCLUDED.space_guid, r.space_guid)
     OR r.details IS DISTINCT FROM EXCLUDED.details;
 
+-- name: resolve_aws_samples
+-- Each staged sample with its resource's and kind's ids (after upsert_aws_resources), for the
+-- observation or count insert below.
+CREATE TEMP TABLE aws_sample ON COMMIT DROP AS
+SELECT r.id AS resource_id, k.id AS kind_id, s.at, s.value
+  FROM stage_aws s
+  JOIN aws_resource a ON a.natural_id = s.natural_id
+  JOIN billing.resource r ON r.meter = %(meter)s AND r.natural_id = s.natural_id
+  JOIN billing.resource_kind k ON k.meter = %(meter)s AND k.natural_id = a.kind_natural_id;
+
 -- name: insert_aws_observations
 -- A gauge's samples as observations: the value holds from `at` until the resource's next one.
 -- A sample read again unchanged (a day re-read while it settles) adds nothing.
 INSERT INTO billing.observation (resource_id, observed_at, reading_id, resource_kind_id, rate)
-SELECT r.id, s.at, %(reading_id)s, k.id, s.value
-  FROM stage_aws s
-  JOIN aws_resource a ON a.natural_id = s.natural_id
-  JOIN billing.resource r ON r.meter = %(meter)s AND r.natural_id = s.natural_id
-  JOIN billing.resource_kind k ON k.meter = %(meter)s AND k.natural_id = a.kind_natural_id
+SELECT s.resource_id, s.at, %(reading_id)s, s.kind_id, s.value
+  FROM aws_sample s
  WHERE NOT EXISTS (
         SELECT 1
           FROM (SELECT o.rate, o.resource_kind_id FROM billing.observation o
-                 WHERE o.resource_id = r.id AND o.observed_at = s.at
+                 WHERE o.resource_id = s.resource_id AND o.observed_at = s.at
                  ORDER BY o.seq DESC LIMIT 1) same
-         WHERE same.rate = s.value AND same.resource_kind_id = k.id);
+         WHERE same.rate = s.value AND same.resource_kind_id = s.kind_id);
 
 -- name: insert_sampled_absences
 -- After a complete reading of a sampled gauge, a resource it held above zero that is no longer
@@ -107,18 +114,15 @@ SELECT r.id, d.day, %(reading_id)s, last.resource_kind_id, 0
 -- A counter's hourly sums, each as this reading found it; an hour read again with the same sum
 -- adds nothing (the newest reading's sum is the hour's value).
 INSERT INTO billing.counted_usage (resource_id, hour_start, reading_id, resource_kind_id, value)
-SELECT r.id, s.at, %(reading_id)s, k.id, s.value
-  FROM stage_aws s
-  JOIN aws_resource a ON a.natural_id = s.natural_id
-  JOIN billing.resource r ON r.meter = %(meter)s AND r.natural_id = s.natural_id
-  JOIN billing.resource_kind k ON k.meter = %(meter)s AND k.natural_id = a.kind_natural_id
+SELECT s.resource_id, s.at, %(reading_id)s, s.kind_id, s.value
+  FROM aws_sample s
  WHERE NOT EXISTS (
         SELECT 1
           FROM (SELECT c.value, c.resource_kind_id FROM billing.counted_usage c
                   JOIN billing.reading rd ON rd.id = c.reading_id
-                 WHERE c.resource_id = r.id AND c.hour_start = s.at
+                 WHERE c.resource_id = s.resource_id AND c.hour_start = s.at
                  ORDER BY rd.taken_at DESC, c.reading_id DESC LIMIT 1) newest
-         WHERE newest.value = s.value AND newest.resource_kind_id = k.id);
+         WHERE newest.value = s.value AND newest.resource_kind_id = s.kind_id);
 
 -- name: known_aws_resources
 -- A meter's resources seen since `since` and the Instance GUID they were tagged with, so that
