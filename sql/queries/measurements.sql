@@ -222,7 +222,8 @@ SELECT hour_start, meter, status, CASE WHEN status = 'complete' THEN basis END,
   FROM judged;
 
 -- name: window_summary
--- Totals of a derived window for logs and Dagster metadata, by meter.
+-- Totals of a derived window for logs and Dagster metadata, by meter (CF meters always,
+-- AWS meters once read).
 SELECT m.name AS meter,
        coalesce(sum(hm.value), 0)::bigint AS unit_seconds,
        count(DISTINCT hm.resource_id) AS resources,
@@ -237,6 +238,8 @@ SELECT m.name AS meter,
   LEFT JOIN billing.resource r ON r.id = hm.resource_id
   LEFT JOIN billing.cf_space sp ON sp.guid = r.space_guid
   LEFT JOIN billing.cf_org o ON o.guid = sp.org_guid
+ -- an AWS meter this deployment has never read is not listed (as in derive_aws_coverage)
+ WHERE m.basis = 'events' OR EXISTS (SELECT 1 FROM billing.reading r WHERE r.meter = m.name)
  GROUP BY m.name
  ORDER BY m.name;
 
