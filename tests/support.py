@@ -1,7 +1,13 @@
 """Helpers shared by the tests (fixtures live in conftest.py)."""
 
+from __future__ import annotations
+
 import socket
+import threading
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
 
 from billing_dagster.cf.client import CloudFoundryClient, RetryPolicy
 from billing_dagster.simulator import Simulator
@@ -22,3 +28,92 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class AwsFaultProxy:
+    """A loopback HTTP proxy in front of the embedded AWS that answers chosen requests with a
+    fault instead of forwarding them: ``throttle`` (HTTP 400 with the query protocol's
+    ``Throttling`` error, as RDS sends it) or ``503`` (an empty Service Unavailable, as any
+    AWS service may send). A request is chosen when ``match`` occurs in its method, path,
+    ``X-Amz-Target`` header or body (``Action=DescribeDBInstances``, ``GetMetricData``).
+    Everything else is forwarded unchanged; ``url`` is what boto3 is pointed at."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.match = ""
+        self.kind = ""
+        self.remaining = 0
+        self.served = 0
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                fault = proxy._take(self.command, self.path,
+                                    self.headers.get("X-Amz-Target", ""), body)
+                if fault == "throttle":
+                    self._reply(400, {"Content-Type": "text/xml"}, _THROTTLING)
+                    return
+                if fault == "503":
+                    self._reply(503, {}, b"")
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                answer = httpx.request(self.command, proxy.upstream + self.path, content=body,
+                                       headers=headers, timeout=30)
+                self._reply(answer.status_code,
+                            {k: v for k, v in answer.headers.items()
+                             if k.lower() not in _HOP_HEADERS}, answer.content)
+
+            def _reply(self, status: int, headers: dict[str, str], payload: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _serve  # noqa: N815
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def inject(self, kind: str, *, count: int, match: str) -> None:
+        """The next ``count`` requests holding ``match`` get fault ``kind``."""
+        if kind not in ("throttle", "503"):
+            raise ValueError(f"unknown AWS fault {kind!r}: use 'throttle' or '503'")
+        with self._lock:
+            self.kind, self.remaining, self.match = kind, count, match
+
+    def clear(self) -> None:
+        with self._lock:
+            self.remaining = 0
+
+    def _take(self, method: str, path: str, target: str, body: bytes) -> str | None:
+        text = f"{method} {path} {target} " + body.decode("latin-1")
+        with self._lock:
+            if self.remaining > 0 and self.match in text:
+                self.remaining -= 1
+                self.served += 1
+                return self.kind
+        return None
+
+    def __enter__(self) -> AwsFaultProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+_THROTTLING = (b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
+               b"<Message>Rate exceeded</Message></Error><RequestId>t</RequestId>"
+               b"</ErrorResponse>")
+# hop-by-hop headers and the length, which the proxy sets itself
+_HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive",
+                "content-encoding"}

@@ -5,11 +5,8 @@ remains. Expected values are worked out by hand from what the test put in AWS.""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 
 from billing_dagster.aws.embedded import EmbeddedAws
@@ -21,6 +18,7 @@ from billing_dagster.meters.ses_sends import ses_sends_meter
 from billing_dagster.usage.aws import land_aws_reading, read_and_land
 from billing_dagster.usage.measurements import derive_window
 from billing_dagster.usage.snapshot import Inventory, Snapshot, land_snapshot
+from tests.support import AwsFaultProxy
 
 DAY0 = datetime(2025, 3, 3, tzinfo=UTC)
 INSTANCE_1 = "6f1c1c1e-0000-4000-8000-000000000001"
@@ -275,65 +273,22 @@ def test_every_aws_meter_reads_the_embedded_aws_in_one_landing(instances, aws):
     assert {r.meter: r.resources for r in landed}["rds_storage"] == 1
 
 
-class _Throttler(BaseHTTPRequestHandler):
-    """Forwards to moto, except that DescribeDBInstances is refused with RDS's Throttling
-    error (query protocol, HTTP 400) while `throttle` is above zero."""
-
-    upstream = ""
-    throttle = 0
-    refused = 0
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if b"Action=DescribeDBInstances" in body and type(self).throttle > 0:
-            type(self).throttle -= 1
-            type(self).refused += 1
-            payload = (b'<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>'
-                       b'<Message>Rate exceeded</Message></Error><RequestId>t</RequestId>'
-                       b'</ErrorResponse>')
-            self.send_response(400)
-            self.send_header("Content-Type", "text/xml")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-            return
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-        reply = httpx.post(self.upstream + self.path, content=body, headers=headers, timeout=30)
-        self.send_response(reply.status_code)
-        for name in ("Content-Type", "x-amzn-RequestId"):
-            if name in reply.headers:
-                self.send_header(name, reply.headers[name])
-        self.send_header("Content-Length", str(len(reply.content)))
-        self.end_headers()
-        self.wfile.write(reply.content)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - its name
-        pass
-
-
 @pytest.fixture
-def throttling(aws):
-    _Throttler.upstream, _Throttler.throttle, _Throttler.refused = aws.url, 0, 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Throttler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def proxy(aws):
+    with AwsFaultProxy(aws.url) as started:
+        yield started
 
 
 def test_throttling_is_retried_and_a_reading_that_stays_throttled_fails_cleanly(
-        instances, aws, throttling):
+        instances, aws, proxy):
     arn = create_database(aws, "db-busy", 30, INSTANCE_1)
     t9 = DAY0 + 9 * HOUR
-    _Throttler.throttle = 2
-    landed = land(instances, aws, RdsStorageMeter(), t9, endpoint_url=throttling)
-    assert (landed.status, _Throttler.refused) == ("complete", 2)
+    proxy.inject("throttle", count=2, match="Action=DescribeDBInstances")
+    landed = land(instances, aws, RdsStorageMeter(), t9, endpoint_url=proxy.url)
+    assert (landed.status, proxy.served) == ("complete", 2)
 
-    _Throttler.throttle = 100
-    landed = land(instances, aws, RdsStorageMeter(), t9 + HOUR, endpoint_url=throttling,
+    proxy.inject("throttle", count=100, match="Action=DescribeDBInstances")
+    landed = land(instances, aws, RdsStorageMeter(), t9 + HOUR, endpoint_url=proxy.url,
                   max_attempts=3)
     assert landed.status == "failed"
     assert landed.error is not None

@@ -242,7 +242,7 @@ class Simulator:
             self._catch_up_with_wall_clock()
         base = self.url
         if path == UAA_PREFIX or path.startswith(UAA_PREFIX + "/"):
-            return self._serve_uaa(method, path[len(UAA_PREFIX):], headers, body)
+            return self._serve_uaa(method, path[len(UAA_PREFIX):], query, headers, body)
         scopes: frozenset[str] = frozenset()
         if cc_api.requires_auth(path):
             try:
@@ -259,8 +259,16 @@ class Simulator:
             if wall > self._foundation.now:
                 self._foundation.advance_to(wall)
 
-    def _serve_uaa(self, method: str, path: str, headers: Any, body: bytes) -> Response:
+    def _serve_uaa(self, method: str, path: str, query: dict[str, str], headers: Any,
+                   body: bytes) -> Response:
         uaa_base = self.uaa_url
+        logins = self._uaa.logins
+        if method == "GET" and path == "/oauth/authorize":
+            return logins.authorize(query, uaa_base)
+        if method == "POST" and path == "/login.do":
+            return logins.login(_last_values(body.decode("utf-8", errors="replace")), uaa_base)
+        if method == "GET" and path == "/logout.do":
+            return logins.logout(query)
         if method == "POST" and path == "/oauth/token":
             form = _last_values(body.decode("utf-8", errors="replace"))
             with self._stats_lock:

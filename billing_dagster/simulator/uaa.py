@@ -1,4 +1,5 @@
-"""A one-client UAA: client-credentials tokens signed RS256, the JWKS and the OpenID discovery.
+"""A small UAA: client-credentials tokens signed RS256, the JWKS and the OpenID discovery, and
+users' tokens for the UI's login (authorization_code grant; the login form is uaa_login.py).
 
 Wire formats are those of cf-api.md section 2. Token times (``iat``/``exp``) are real wall-clock
 time, never the foundation's virtual time, so a client's token refresh logic sees real expiry.
@@ -24,6 +25,7 @@ from billing_dagster.simulator.responses import (
     json_response,
     not_authenticated,
 )
+from billing_dagster.simulator.uaa_login import Grant, Logins
 
 DEFAULT_AUTHORITIES: tuple[str, ...] = (
     "cloud_controller.admin_read_only",
@@ -80,6 +82,7 @@ class Uaa:
         self._public_pem = self._public_key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode()
+        self.logins = Logins()
 
     @staticmethod
     def issuer(uaa_base: str) -> str:
@@ -99,6 +102,12 @@ class Uaa:
                   'error_description="Full authentication is required to access this resource"'),),
             )
         client_id, secret, method = credentials
+        if form.get("grant_type") == "authorization_code" and self.logins.client_ok(client_id,
+                                                                                     secret):
+            grant = self.logins.redeem(form, client_id)
+            if isinstance(grant, str):
+                return _oauth_error(400, "invalid_grant", grant)
+            return json_response(200, self._issue_for_user(grant, method, uaa_base), _NO_STORE)
         if client_id != self.client_id or secret != self._client_secret:
             return _oauth_error(
                 401, "unauthorized", "Bad credentials",
@@ -166,6 +175,36 @@ class Uaa:
             "scope": " ".join(scopes),
             "jti": jti,
         }
+
+    def _issue_for_user(self, grant: Grant, auth_method: str, uaa_base: str
+                        ) -> dict[str, object]:
+        """A user's access token (and id_token for ``openid``), as UAA issues them after
+        the authorization-code flow."""
+        jti = uuid.uuid4().hex
+        issued_at = int(time.time())
+        user, scopes = grant.user, list(grant.scopes)
+        common = {"sub": user.user_id, "user_id": user.user_id, "user_name": user.user_name,
+                  "origin": "uaa", "email": user.email, "iat": issued_at,
+                  "exp": issued_at + self._validity, "iss": self.issuer(uaa_base),
+                  "zid": "uaa", "azp": grant.client_id, "cid": grant.client_id,
+                  "client_id": grant.client_id, "grant_type": "authorization_code",
+                  "auth_time": issued_at}
+        headers = {"jku": f"{uaa_base}/token_keys", "kid": self.key_id, "typ": "JWT"}
+        access = jwt.encode(
+            {"jti": jti, **common, "client_auth_method": auth_method, "scope": scopes,
+             "rev_sig": hashlib.sha256(user.user_id.encode()).hexdigest()[:8],
+             "aud": audience_of(grant.client_id, [s for s in scopes if s != "openid"])},
+            self._private_key, algorithm="RS256", headers=headers)
+        reply: dict[str, object] = {"access_token": access, "token_type": "bearer",
+                                    "expires_in": self._validity - 1,
+                                    "scope": " ".join(scopes), "jti": jti}
+        if "openid" in scopes:
+            reply["id_token"] = jwt.encode(
+                {"jti": uuid.uuid4().hex, **common, "aud": [grant.client_id],
+                 "scope": ["openid"], "amr": ["pwd"],
+                 **({"nonce": grant.nonce} if grant.nonce else {})},
+                self._private_key, algorithm="RS256", headers=headers)
+        return reply
 
     # -- keys and discovery ----------------------------------------------------------------
 

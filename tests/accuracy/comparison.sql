@@ -45,8 +45,9 @@ SELECT hour_start, meter, resource, kind,
 SELECT meter, status, count(*) AS resource_hours,
        count(*) FILTER (WHERE truth = billed) AS exact,
        count(*) FILTER (WHERE truth <> billed) AS differing,
-       coalesce(sum(greatest(truth - billed, 0)), 0)::bigint AS missing,
-       coalesce(sum(greatest(billed - truth, 0)), 0)::bigint AS extra
+       -- numeric: a month of S3 byte-seconds passes bigint
+       coalesce(sum(greatest(truth - billed, 0)), 0) AS missing,
+       coalesce(sum(greatest(billed - truth, 0)), 0) AS extra
   FROM resource_hour_comparison
  GROUP BY meter, status
  ORDER BY meter, status;
@@ -69,7 +70,7 @@ SELECT hour_start, meter, status, uncovered_seconds, uncertain_resources,
 -- name: posted_lines
 -- What the ledger holds for the month, per customer and price line.
 SELECT t.customer_id, k.meter, k.natural_id AS kind, l.microcredits_per_unit, l.unit,
-       sum(l.quantity)::bigint AS quantity, sum(l.amount_microcredits)::bigint AS amount
+       sum(l.quantity) AS quantity, sum(l.amount_microcredits)::bigint AS amount
   FROM billing.ledger_transaction t
   JOIN billing.posting_line l ON l.transaction_id = t.id
   JOIN billing.resource_kind k ON k.id = l.resource_kind_id

@@ -591,7 +591,9 @@ def ledger_violations(draws: list[dict[str, Any]], expiries: dict[str, int],
 
 def compare(sim: Simulator, world: AwsFoundation, conn: psycopg.Connection, s: Scenario,
             catalog: Path) -> Report:
-    oracle = fetch_oracle(sim.url, s.month_start, s.end) + aws_oracle(world, conn, s)
+    oracle = fetch_oracle(sim.url, s.month_start, s.end) + aws_oracle(
+        world, conn, s.month_start, s.end,
+        s.hour(s.install_at) - timedelta(days=world.foundation.retention_days))
     month_key = f"{s.month:%Y-%m}"
     month_end = datetime.combine(
         (s.month.replace(day=28) + timedelta(days=4)).replace(day=1), time(),
@@ -602,7 +604,9 @@ def compare(sim: Simulator, world: AwsFoundation, conn: psycopg.Connection, s: S
         cur.execute(SQL["create_oracle_usage"])
         copy_rows(cur, "copy_oracle_usage", oracle, found=SQL)
         cur.execute(SQL["create_resource_hour_comparison"], window)
-        by_status = [StatusRow(**r) for r in cur.execute(SQL["compare_by_meter_and_status"])]
+        by_status = [StatusRow(**{k: int(v) if isinstance(v, Decimal) else v
+                                  for k, v in r.items()})
+                     for r in cur.execute(SQL["compare_by_meter_and_status"])]
         differing = cur.execute(SQL["differing_resource_hours"]).fetchall()
         flagged = cur.execute(SQL["flagged_hours"], window).fetchall()
         posted = cur.execute(SQL["posted_lines"], window).fetchall()
@@ -618,10 +622,12 @@ def compare(sim: Simulator, world: AwsFoundation, conn: psycopg.Connection, s: S
                   flagged, lines, ledger=ledger, draws=len(draws))
 
 
-def aws_oracle(world: AwsFoundation, conn: psycopg.Connection, s: Scenario) -> list[tuple]:
-    """The AWS side's true usage of the month. Sampled storage (RDS, OpenSearch) is defined
-    at the instants AWS was read, so the oracle is told when the complete readings were
-    taken (a fact of the run, not a value the project derived)."""
+def aws_oracle(world: AwsFoundation, conn: psycopg.Connection, start: datetime, end: datetime,
+               cf_forgot_before: datetime) -> list[tuple]:
+    """The AWS side's true usage of [start, end). Sampled storage (RDS, OpenSearch) is
+    defined at the instants AWS was read, so the oracle is told when the complete readings
+    were taken (a fact of the run, not a value the project derived); ``cf_forgot_before`` is
+    the first landing minus CF's event retention."""
     readings: dict[str, list[datetime]] = defaultdict(list)
     for meter, taken_at in conn.execute(
             "SELECT meter, taken_at FROM billing.reading WHERE source = 'aws' "
@@ -629,10 +635,7 @@ def aws_oracle(world: AwsFoundation, conn: psycopg.Connection, s: Scenario) -> l
         readings[meter].append(taken_at)
     return [(datetime.fromtimestamp(u.hour_start, UTC), u.meter, u.resource, u.kind,
              u.unit_seconds, u.space_guid or None, u.org_guid or None)
-            for u in world.true_usage(
-                s.month_start, s.end, readings,
-                cf_forgot_before=s.hour(s.install_at)
-                - timedelta(days=world.foundation.retention_days))]
+            for u in world.true_usage(start, end, readings, cf_forgot_before)]
 
 
 def fetch_oracle(url: str, start: datetime, end: datetime) -> list[tuple]:

@@ -1,16 +1,17 @@
 """The fault campaign: billing under faults, then recovered, compared with the truth.
 
 A timeline is a few hours of a small simulated foundation run as production runs it: the
-install (the first landing), then every hour a landing at minute 1, the derivation and the
-pricing of the hour that ended; then the operator's backfill of the whole window and the
-posting of its business month. Each scenario runs the timeline of a seed once without faults
-and once with its fault at a point chosen from the seed, recovers as an operator would (a
-re-run, the next tick), and is then compared twice: with the simulator's oracle (unit-seconds
-of every complete hour, and the posted microcredits per customer and price line) and with the
-fault-free run of the same seed (measurements, coverage, postings, landed events and ledger
-balances, row for row). Everything runs on loopback against a PostgreSQL server the campaign
-starts itself, in a database of its own per run. The scenarios themselves are in
-scenarios.py; the processes a scenario can kill are in worker.py and deployment.py.
+install (the first landing, CF's and AWS's, a minute before the first hour), then every hour a
+landing and an AWS reading at minute 1, the derivation and the pricing of the hour that ended;
+then the posting of its business month. Each scenario runs the timeline of a seed once without
+faults and once with its fault at a point chosen from the seed, recovers as an operator would
+(a re-run, the next tick), and is then compared twice: with the simulator's oracle
+(unit-seconds of every complete hour, and the posted microcredits per customer and price line)
+and with the fault-free run of the same seed (measurements, coverage, postings, landed events
+and ledger balances, row for row). Everything runs on loopback against a PostgreSQL server the
+campaign starts itself, in a database of its own per run, and an embedded AWS (moto) behind a
+proxy that can answer with AWS's faults. The scenarios themselves are in scenarios.py; the
+processes a scenario can kill are in worker.py and deployment.py.
 """
 
 from __future__ import annotations
@@ -34,16 +35,19 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from billing_dagster.aws.embedded import EmbeddedAws
 from billing_dagster.catalog import load_catalog, read_catalog
 from billing_dagster.database import connect
 from billing_dagster.migrate import migrate
 from billing_dagster.partitions import BUSINESS_TIMEZONE
 from billing_dagster.simulator import Foundation, Simulator
+from billing_dagster.simulator.aws import AwsFoundation
 from billing_dagster.sql import copy_rows, queries_in
 from tests.accuracy import harness
 from tests.faults.points import FaultPoints
 from tests.faults.server import CampaignPostgres
 from tests.faults.steps import CLIENT, Step, run_step
+from tests.support import AwsFaultProxy
 
 log = logging.getLogger("faults")
 SQL = queries_in(Path(__file__).with_name("state.sql"))
@@ -61,7 +65,8 @@ class Timeline:
     seed: int
     apps: int = 24
     service_instances: int = 10
-    start: datetime = datetime(2025, 5, 12, 4, tzinfo=UTC)
+    # 07:00 UTC: the day's S3 sample (published at 06:00) is out before the first landing
+    start: datetime = datetime(2025, 5, 12, 7, tzinfo=UTC)
     hours: int = 3
     history_days: int = 2
     per_page: int = 7  # several pages in every list and event stream
@@ -75,20 +80,23 @@ class Timeline:
         return self.start.astimezone(ZoneInfo(BUSINESS_TIMEZONE)).date().replace(day=1)
 
     def steps(self) -> list[Step]:
-        def land(at: datetime) -> Step:
-            return Step("land", now=at + MINUTE, per_page=self.per_page)
+        def land(now: datetime) -> list[Step]:
+            return [Step("land", now=now, per_page=self.per_page), Step("aws", now=now)]
 
-        steps = [land(self.start)]  # the install: CF then holds two days of events
+        # the install, a minute before the first hour so that AWS's gauges are read before it
+        # starts: CF then holds two days of events
+        steps = land(self.start - MINUTE)
         for i in range(self.hours):
             hour = self.start + i * HOUR
-            steps += [land(hour + HOUR), Step("derive", start=hour, end=hour + HOUR),
+            steps += [*land(hour + HOUR + MINUTE), Step("derive", start=hour, end=hour + HOUR),
                       Step("price", start=hour, end=hour + HOUR)]
         return [*steps, Step("post", month=self.month)]
 
 
 
 class Lab:
-    """The campaign's own PostgreSQL server and a migrated template to copy databases from.
+    """The campaign's own PostgreSQL server and a migrated template to copy databases from,
+    and its embedded AWS with the fault proxy in front of it.
 
     Everything billing does here it does as ``billing_app``, a role that is not a superuser
     and owns what it migrated, as the credentials of a brokered cloud.gov database do.
@@ -98,6 +106,8 @@ class Lab:
 
     def __init__(self) -> None:
         self.pg = CampaignPostgres.create()
+        self.aws = EmbeddedAws().start()
+        self.aws_proxy = AwsFaultProxy(self.aws.url).__enter__()
         self._made = 0
         with psycopg.connect(self.pg.admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER").format(
@@ -121,6 +131,8 @@ class Lab:
                 sql.Identifier(name)))
 
     def close(self) -> None:
+        self.aws_proxy.__exit__(None, None, None)
+        self.aws.stop()
         self.pg.stop()
 
     def __enter__(self) -> Lab:
@@ -149,6 +161,7 @@ class World:
     lab: Lab
     timeline: Timeline
     sim: Simulator
+    aws: AwsFoundation
     database: str
     url: str
     catalog: Path
@@ -164,10 +177,10 @@ class World:
         self.runs += 1
         try:
             if points is None:
-                run_step(step, self.url, self.sim.url)
+                run_step(step, self.url, self.sim.url, self.aws_url)
             else:
                 with points.installed():
-                    run_step(step, self.url, self.sim.url)
+                    run_step(step, self.url, self.sim.url, self.aws_url)
         except Exception as exc:  # the run failed, as a Dagster run would
             self.errors.append(f"{type(exc).__name__}: {exc}")
             return exc
@@ -178,7 +191,8 @@ class World:
         """The step in a worker process of its own."""
         self.runs += 1
         spec = {"step": step.to_dict(), "database_url": self.url, "cf_url": self.sim.url,
-                "fire_at": fire_at, "action": action, "postgres": self.lab.pg.to_dict()}
+                "aws_url": self.aws_url, "fire_at": fire_at, "action": action,
+                "postgres": self.lab.pg.to_dict()}
         return self._worker(spec, os.environ)
 
     def spawn_job(self, job: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -212,6 +226,11 @@ class World:
                                f"worker exited {process.returncode}")
         return result
 
+    @property
+    def aws_url(self) -> str:
+        """Where billing reads AWS: the lab's proxy in front of the embedded AWS."""
+        return self.lab.aws_proxy.url
+
     def connect(self) -> Any:
         return connect(self.url)
 
@@ -222,12 +241,15 @@ def world(lab: Lab, timeline: Timeline) -> Iterator[World]:
     foundation = Foundation(t.seed, t.apps, t.service_instances,
                             t.start - timedelta(days=t.history_days))
     name, url = lab.new_database()
+    lab.aws.reset()
+    lab.aws_proxy.clear()
     try:
         with Simulator(foundation, client_id=CLIENT[0], client_secret=CLIENT[1]) as sim, \
                 harness.catalog_directory(foundation) as catalog:
+            aws = AwsFoundation(foundation, lab.aws.clients())
             with connect(url) as conn:
                 load_catalog(conn, read_catalog(catalog))
-            yield World(lab, t, sim, name, url, catalog)
+            yield World(lab, t, sim, aws, name, url, catalog)
     finally:
         lab.drop_database(name)
 
@@ -293,7 +315,10 @@ class Truth:
 
 def against_oracle(w: World) -> Truth:
     t = w.timeline
-    oracle = harness.fetch_oracle(w.sim.url, t.start, t.end)
+    with w.connect() as conn:
+        aws = harness.aws_oracle(w.aws, conn, t.start, t.end,
+                                 t.start - timedelta(days=w.sim.foundation.retention_days))
+    oracle = harness.fetch_oracle(w.sim.url, t.start, t.end) + aws
     window = {"start": t.start, "end": t.end, "business_month": t.month}
     with w.connect() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(harness.SQL["create_oracle_usage"])
@@ -305,8 +330,8 @@ def against_oracle(w: World) -> Truth:
     lines = harness.price_lines(posted, oracle, [], [], harness.read_prices(w.catalog),
                                 harness.read_owners(w.catalog))
     counted = [r for r in by_status if r["status"] in ("complete", "not measured")]
-    return Truth(missing=sum(r["missing"] for r in counted),
-                 extra=sum(r["extra"] for r in counted),
+    return Truth(missing=int(sum(r["missing"] for r in counted)),
+                 extra=int(sum(r["extra"] for r in counted)),
                  flagged_hours=sum(1 for r in by_status
                                    if r["status"] not in ("complete", "not measured")),
                  microcredits_off=sum(abs(line.off) for line in lines))
@@ -382,7 +407,7 @@ Play = Callable[[World, Baseline, random.Random], tuple[int, bool | None, str]]
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    kind: str  # the table's group: process, postgres, concurrency, cloud foundry
+    kind: str  # the table's group: process, postgres, concurrency, cloud foundry, aws, ...
     play: Play
 
 

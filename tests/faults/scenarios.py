@@ -222,6 +222,52 @@ def cf_fault(kind: str, *, count: int = 1, prefix: str = "/v3/", expect: str | N
     return play
 
 
+# What an AWS fault can hit: RDS's listing, OpenSearch's REST API, CloudWatch's metric reads
+# and listings (S3's and SES's samples), SES v2's configuration sets.
+AWS_REQUESTS = ("Action=DescribeDBInstances", "/2021-01-01/",
+                "GraniteServiceVersion20100801.GetMetricData",
+                "GraniteServiceVersion20100801.ListMetrics", "/v2/email/")
+
+
+def aws_fault(kind: str, *, count: int, expect: str | None = None) -> Play:
+    """The proxy in front of the embedded AWS answers ``count`` requests of a seeded kind
+    (see ``AWS_REQUESTS``) of a seeded AWS reading with ``kind`` (``throttle`` or ``503``).
+    Within boto3's retries the reading is complete as if nothing happened; beyond them the
+    meter's reading is recorded as failed with an error containing ``expect``, and the
+    operator re-runs the reading (the aws_readings_complete check fails)."""
+
+    def play(w: World, baseline: Baseline, rng: random.Random) -> tuple[int, bool | None, str]:
+        target = rng.choice(_indices(w.timeline, "aws"))
+        match = rng.choice(AWS_REQUESTS)
+        proxy = w.lab.aws_proxy
+        clear: bool | None = None
+        served = 0
+        detail = ""
+        for i, step in enumerate(w.timeline.steps()):
+            w.advance(step)
+            if i != target:
+                w.run(step)
+                continue
+            before = proxy.served
+            proxy.inject(kind, count=count, match=match)
+            failure = w.run(step)
+            served = proxy.served - before
+            proxy.clear()
+            detail = f"{step.label()}, {kind} x{served} at {match}"
+            error = str(failure) if failure is not None else _reading_errors(w, step)
+            if error:
+                detail += f": {_first_line(error)}"
+            if expect is not None:
+                clear = expect in error
+                if not error:
+                    detail += ": landed without a word"
+            if failure is not None or error:
+                w.run(step)  # the operator re-runs the reading
+        return served, clear, detail
+
+    return play
+
+
 def _reading_errors(w: World, step: Step) -> str:
     with w.connect() as conn:
         rows = conn.execute(SQL["reading_errors"], {"taken_at": step.now}).fetchall()
@@ -345,7 +391,8 @@ def bad_config(env: Callable[[World], dict[str, str]], *expect: str) -> Play:
 
 def _good_env(w: World) -> dict[str, str]:
     return {"DATABASE_URL": _as_url(w.url), "CF_API_URL": w.sim.url, "CF_CLIENT_ID": CLIENT[0],
-            "CF_CLIENT_SECRET": CLIENT[1], "BILLING_CATALOG": str(w.catalog)}
+            "CF_CLIENT_SECRET": CLIENT[1], "BILLING_CATALOG": str(w.catalog),
+            **w.lab.aws.environment(), "AWS_ENDPOINT_URL": w.aws_url}
 
 
 def _as_url(conninfo: str) -> str:
@@ -433,11 +480,13 @@ SCENARIOS: list[Scenario] = [
     Scenario("SIGKILL mid-derivation", "process", killed_in("derive", "kill")),
     Scenario("SIGKILL mid-pricing", "process", killed_in("price", "kill")),
     Scenario("SIGKILL mid-posting", "process", killed_in("post", "kill")),
+    Scenario("SIGKILL mid-AWS-reading", "process", killed_in("aws", "kill")),
     Scenario("Dagster daemon killed mid-backfill", "process", daemon_killed_mid_backfill),
     Scenario("Postgres restart mid-landing", "postgres", killed_in("land", "pg_restart")),
     Scenario("Postgres restart mid-derivation", "postgres", killed_in("derive", "pg_restart")),
     Scenario("Postgres restart mid-pricing", "postgres", killed_in("price", "pg_restart")),
     Scenario("Postgres restart mid-posting", "postgres", killed_in("post", "pg_restart")),
+    Scenario("Postgres restart mid-AWS-reading", "postgres", killed_in("aws", "pg_restart")),
     Scenario("two derivations of one hour at once", "concurrency",
              at_once(same_step_twice("derive"))),
     Scenario("two pricings of one hour at once", "concurrency",
@@ -447,6 +496,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("two postings of a month at once", "concurrency",
              at_once(same_step_twice("post"))),
     Scenario("two landings at once", "concurrency", at_once(same_step_twice("land"))),
+    Scenario("two AWS readings at once", "concurrency", at_once(same_step_twice("aws"))),
     Scenario("re-pricing racing a landing", "concurrency", at_once(racing_landing("price"))),
     Scenario("re-derivation racing a landing", "concurrency",
              at_once(racing_landing("derive"))),
@@ -466,6 +516,10 @@ SCENARIOS: list[Scenario] = [
     Scenario("CF token expires mid-read", "cloud foundry", cf_fault("401")),
     Scenario("UAA down", "cloud foundry",
              cf_fault("503", count=50, prefix="/uaa/", expect="oauth/token")),
+    Scenario("AWS throttling", "aws", aws_fault("throttle", count=3)),
+    Scenario("AWS 503s", "aws", aws_fault("503", count=2)),
+    Scenario("AWS 503s beyond the retries", "aws",
+             aws_fault("503", count=6, expect="after 6 attempt(s)")),
     Scenario("UPDATE of a posted ledger entry", "tampering",
              tampering("tamper_update_entry", "append-only")),
     Scenario("DELETE of a posted ledger entry", "tampering",

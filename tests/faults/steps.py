@@ -1,9 +1,10 @@
 """The operator-visible steps of billing, as the assets run them, each from plain arguments.
 
 A step is what one Dagster step does: a landing (the snapshot and the new usage events of both
-streams), the derivation of an hour range's measurements, their pricing, or the posting of a
-business month. The campaign runs them in this process (the fault-free run, the recoveries) and in a
-worker process it can kill (``tests.faults.worker``); both go through these functions.
+streams), a reading of every AWS meter (the ``aws_readings`` asset), the derivation of an hour
+range's measurements, their pricing, or the posting of a business month. The campaign runs them
+in this process (the fault-free run, the recoveries) and in a worker process it can kill
+(``tests.faults.worker``); both go through these functions.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from billing_dagster.aws.client import AwsClients, AwsSettings
+from billing_dagster.aws.embedded import EMBEDDED_KEY, EMBEDDED_SECRET
 from billing_dagster.cf.client import CloudFoundryClient, RetryPolicy
 from billing_dagster.database import connect
 from billing_dagster.ledger.posting import post_month
-from billing_dagster.meters import METERS, STREAMS
+from billing_dagster.meters import AWS_METERS, METERS, STREAMS
 from billing_dagster.partitions import monthly_partitions, utc_window
 from billing_dagster.pricing.postings import price_window
+from billing_dagster.usage.aws import read_and_land
 from billing_dagster.usage.events import land_events
 from billing_dagster.usage.measurements import derive_window
 from billing_dagster.usage.snapshot import land_snapshot, take_snapshot
@@ -29,10 +33,11 @@ RETRY = RetryPolicy(max_attempts=4, backoff_seconds=0.05, max_wait_seconds=1.0)
 
 @dataclass(frozen=True)
 class Step:
-    """One step: ``kind`` is land, derive, price or post; the other fields its arguments."""
+    """One step: ``kind`` is land, aws, derive, price or post; the other fields its
+    arguments."""
 
     kind: str
-    now: datetime | None = None  # land: the instant CF is read at
+    now: datetime | None = None  # land, aws: the instant CF or AWS is read at
     start: datetime | None = None  # derive, price: the hour range
     end: datetime | None = None
     month: date | None = None  # post: the business month
@@ -43,6 +48,9 @@ class Step:
         if self.kind == "land":
             assert self.now is not None
             return f"landing at {self.now:%H:%M}"
+        if self.kind == "aws":
+            assert self.now is not None
+            return f"AWS reading at {self.now:%H:%M}"
         if self.kind in ("derive", "price"):
             assert self.start is not None and self.end is not None
             return f"{self.kind} {self.start:%H:00}-{self.end:%H:00}"
@@ -62,7 +70,14 @@ class Step:
                    timeout_seconds=d["timeout_seconds"], **moments)
 
 
-def run_step(step: Step, database_url: str, cf_url: str) -> None:
+def aws_clients(aws_url: str) -> AwsClients:
+    """boto3 clients of the embedded AWS (or a proxy in front of it) at ``aws_url``, retrying
+    as production does (the standard mode, six attempts)."""
+    return AwsClients(AwsSettings(endpoint_url=aws_url, access_key_id=EMBEDDED_KEY,
+                                  secret_access_key=EMBEDDED_SECRET))
+
+
+def run_step(step: Step, database_url: str, cf_url: str, aws_url: str) -> None:
     """Do the step as its Dagster run would: every write in the project's own transactions."""
     with connect(database_url) as conn:
         if step.kind == "land":
@@ -72,6 +87,9 @@ def run_step(step: Step, database_url: str, cf_url: str) -> None:
                 land_snapshot(conn, take_snapshot(client, METERS, step.now))
                 for stream in STREAMS:
                     land_events(conn, client, stream, step.now)
+        elif step.kind == "aws":
+            assert step.now is not None
+            read_and_land(conn, aws_clients(aws_url), AWS_METERS, step.now)
         elif step.kind == "derive":
             assert step.start is not None and step.end is not None
             derive_window(conn, step.start, step.end)

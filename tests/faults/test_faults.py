@@ -7,15 +7,18 @@ from collections.abc import Iterator
 
 import pytest
 
+from billing_dagster.meters import AWS_METERS, METERS
 from tests.faults.campaign import Baseline, Lab, Scenario, Timeline, fault_free, run_scenario
 from tests.faults.scenarios import SCENARIOS, killed_in
 
 pytestmark = pytest.mark.faults
+ALL_METERS = (*METERS, *AWS_METERS)
 
 SHORT = [
     "SIGKILL inside a page's COPY",
     "SIGKILL mid-derivation",
     "SIGKILL mid-posting",
+    "SIGKILL mid-AWS-reading",
     "Dagster daemon killed mid-backfill",
     "Postgres restart mid-pricing",
     "two postings of a month at once",
@@ -23,6 +26,7 @@ SHORT = [
     "CF 429 with Retry-After",
     "CF next link repeats its page",
     "UAA down",
+    "AWS 503s beyond the retries",
     "TRUNCATE of the posted price lines",
     "DELETE of a landed usage event",
     "catalog: duplicate ids",
@@ -46,6 +50,8 @@ def test_the_fault_free_run_bills_exactly_what_ran(baseline: Baseline) -> None:
     assert (truth.missing, truth.extra, truth.flagged_hours, truth.microcredits_off) == \
         (0, 0, 0, 0)
     assert baseline.state.measurements and baseline.state.postings and baseline.state.events
+    # every meter, CF's and AWS's, is in the timeline the faults are checked against
+    assert {row[1] for row in baseline.state.measurements} == {m.name for m in ALL_METERS}
     assert baseline.state.transactions > 0 and baseline.state.unbalanced_transactions == 0
 
 

@@ -2,9 +2,9 @@
 
     python -m tests.faults.worker '<json>'
 
-The JSON holds ``step`` (see ``steps.Step``), ``database_url``, ``cf_url`` and, for a faulted
-run, ``fire_at`` (the fault point) and ``action``: ``kill`` (SIGKILL of this process) or
-``pg_restart`` (the campaign's server restarted, then the step goes on and meets the dead
+The JSON holds ``step`` (see ``steps.Step``), ``database_url``, ``cf_url``, ``aws_url`` and, for
+a faulted run, ``fire_at`` (the fault point) and ``action``: ``kill`` (SIGKILL of this process)
+or ``pg_restart`` (the campaign's server restarted, then the step goes on and meets the dead
 connection). Or it holds ``job``: a job of the code location run as Dagster runs it, with the
 resources configured from this process's environment (the bad-configuration scenarios). The
 last line of stdout is a JSON report: the points reached and the one fired, or the error.
@@ -51,7 +51,8 @@ def main() -> int:
                 return 1
             return 0
         with points.installed():
-            run_step(Step.from_dict(spec["step"]), spec["database_url"], spec["cf_url"])
+            run_step(Step.from_dict(spec["step"]), spec["database_url"], spec["cf_url"],
+                     spec["aws_url"])
         return 0
     except Exception as exc:
         report["error"] = f"{type(exc).__name__}: {exc}"
