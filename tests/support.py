@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from datetime import UTC, datetime
+from html import unescape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -21,6 +24,29 @@ def cf_client(sim: Simulator, **options) -> CloudFoundryClient:
     options.setdefault("retry", RetryPolicy(max_attempts=3, backoff_seconds=0.01,
                                             max_wait_seconds=0.05))
     return CloudFoundryClient(sim.url, *SIM_CLIENT, **options)
+
+
+def log_in(client: httpx.Client, base: str, user: str, password: str | None = None,
+           next_path: str = "/") -> httpx.Client:
+    """A browser's walk through the login: the UI's redirect, UAA's form, the callback."""
+    form_page = client.get(base + next_path, headers={"Accept": "text/html"})
+    hops = []
+    while form_page.status_code == 302:
+        hops.append(urlsplit(form_page.headers["location"]).path)
+        form_page = client.get(urljoin(str(form_page.url), form_page.headers["location"]))
+    assert hops[-1] == "/uaa/oauth/authorize", hops
+    assert form_page.status_code == 200 and 'id="sign-in"' in form_page.text
+    action = unescape(re.search(r'<form method="post" action="([^"]+)"', form_page.text)[1])
+    fields = {unescape(name): unescape(value) for name, value in re.findall(
+        r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form_page.text)}
+    back = client.post(action, data={**fields, "username": user,
+                                     "password": password or f"{user}-password"})
+    if back.status_code != 302:
+        client.last_login = back  # type: ignore[attr-defined]
+        return client
+    finish = client.get(back.headers["location"])
+    client.last_login = finish  # type: ignore[attr-defined]
+    return client
 
 
 def free_port() -> int:

@@ -16,8 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from html import unescape
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import dagster as dg
 import httpx
@@ -30,7 +29,7 @@ from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.simulator.uaa_login import UI_CLIENT
 from billing_dagster.web.app import login_settings, ui_app
 from billing_dagster.web.login import LoginSettings, UaaLogin
-from tests.support import free_port
+from tests.support import free_port, log_in
 
 VERSION = "{ version }"
 MUTATION = "mutation SeenIt { setNuxSeen }"
@@ -80,29 +79,6 @@ def browser() -> Iterator[Callable[[], httpx.Client]]:
     yield make
     for client in made:
         client.close()
-
-
-def log_in(client: httpx.Client, base: str, user: str, password: str | None = None,
-           next_path: str = "/") -> httpx.Client:
-    """A browser's walk through the login: the UI's redirect, UAA's form, the callback."""
-    form_page = client.get(base + next_path, headers={"Accept": "text/html"})
-    hops = []
-    while form_page.status_code == 302:
-        hops.append(urlsplit(form_page.headers["location"]).path)
-        form_page = client.get(urljoin(str(form_page.url), form_page.headers["location"]))
-    assert hops[-1] == "/uaa/oauth/authorize", hops
-    assert form_page.status_code == 200 and 'id="sign-in"' in form_page.text
-    action = unescape(re.search(r'<form method="post" action="([^"]+)"', form_page.text)[1])
-    fields = {unescape(name): unescape(value) for name, value in re.findall(
-        r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form_page.text)}
-    back = client.post(action, data={**fields, "username": user,
-                                     "password": password or f"{user}-password"})
-    if back.status_code != 302:
-        client.last_login = back  # type: ignore[attr-defined]
-        return client
-    finish = client.get(back.headers["location"])
-    client.last_login = finish  # type: ignore[attr-defined]
-    return client
 
 
 def graphql(client: httpx.Client, base: str, query: str) -> httpx.Response:
