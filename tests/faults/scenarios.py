@@ -406,7 +406,7 @@ DAEMON_PHASES = ("run created", "run started", "measured, pricing next")
 
 def daemon_killed_mid_backfill(w: World, baseline: Baseline,
                                rng: random.Random) -> tuple[int, bool | None, str]:
-    """Every landing as usual; then, instead of the hourly meterings, the operator backfills
+    """Every landing and AWS reading as usual; then, instead of the hourly meterings, the operator backfills
     the window from the UI, and the machine of the Dagster daemon dies (daemon, code server
     and run worker SIGKILLed together) at a seeded phase. The operator starts the daemon
     again, marks a run left with no process as canceled, and launches the backfill again."""
@@ -414,7 +414,7 @@ def daemon_killed_mid_backfill(w: World, baseline: Baseline,
     t = w.timeline
     for step in t.steps():
         w.advance(step)
-        if step.kind == "land":
+        if step.kind in ("land", "aws"):
             w.run(step)
     storage, storage_url = w.lab.new_database(template="template0")
     deployment = Deployment(_good_env(w), sqlalchemy_url(_as_url(storage_url)))
