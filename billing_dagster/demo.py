@@ -62,6 +62,7 @@ from billing_dagster.usage.assets import (
 from billing_dagster.usage.aws import read_and_land
 from billing_dagster.usage.events import land_events
 from billing_dagster.usage.measurements import derive_window
+from billing_dagster.usage.recorded import record_measured_hours
 
 log = logging.getLogger("billing_dagster")
 SEED = 7
@@ -110,6 +111,9 @@ def run_demo(prepared: Prepared, *, apps: int, service_instances: int) -> int:
         # readings, so the backfill's first hour needs a reading before it)
         _history(prepared.database_url, sim, start, backfill_start,
                  aws_from=(aws, backfill_start - HOUR + timedelta(minutes=1)))
+        with connect(prepared.database_url) as conn:
+            record_measured_hours(instance, conn, start, backfill_start, "make-run-history",
+                                  "make run's history, measured outside Dagster")
         _aws_hourly(prepared.database_url, sim, aws, backfill_start + HOUR, end)
         log.info("landing run: a snapshot, the newest usage events and the AWS readings")
         sim.advance_to(end + timedelta(minutes=1))

@@ -1,5 +1,10 @@
 """Partitions: hourly and monthly, both in America/New_York.
 
+The definitions below start in January 2025 (tests and the in-process demo use them as they
+are); the code location the webserver and the daemon load starts both at the deployment's
+billing start instead (``starting_at``, see definitions.py), so the UI's partition bars begin
+where billing began and show as missing only hours that really are.
+
 Dagster's TimeWindowPartitionMapping refuses to map UTC hours onto New York months, so the
 hourly partitions are defined in New York time too (keys like ``2025-03-01-00:00``, the repeated
 fall-back hour ``2025-11-02-01:00-0500``). Each hourly partition is still exactly one UTC hour;
@@ -9,6 +14,7 @@ everything stored is UTC and every duration comes from UTC timestamps.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
@@ -39,3 +45,29 @@ monthly_partitions = dg.MonthlyPartitionsDefinition(
 def business_month(window: dg.TimeWindow) -> date:
     """The first day of the New York month a monthly partition window covers."""
     return window.start.date().replace(day=1)
+
+
+def starting_at(defs: dg.Definitions, start: date) -> dg.Definitions:
+    """``defs`` with every hourly partition starting at ``start`` 00:00 New York time, and every
+    monthly partition at ``start``'s month."""
+    hourly = dg.HourlyPartitionsDefinition(start_date=f"{start:%Y-%m-%d}-00:00",
+                                           timezone=BUSINESS_TIMEZONE)
+    monthly = dg.MonthlyPartitionsDefinition(start_date=f"{start:%Y-%m}", fmt="%Y-%m",
+                                             timezone=BUSINESS_TIMEZONE)
+
+    def restart(spec: dg.AssetSpec) -> dg.AssetSpec:
+        if isinstance(spec.partitions_def, dg.HourlyPartitionsDefinition):
+            return spec.replace_attributes(partitions_def=hourly)
+        if isinstance(spec.partitions_def, dg.MonthlyPartitionsDefinition):
+            return spec.replace_attributes(partitions_def=monthly)
+        return spec
+
+    return defs.map_asset_specs(func=restart)
+
+
+def month_before(moment: datetime) -> date:
+    """The first day of the New York month before the one ``moment`` falls in."""
+    first = moment.astimezone(ZoneInfo(BUSINESS_TIMEZONE)).date().replace(day=1)
+    if first.month == 1:
+        return first.replace(year=first.year - 1, month=12)
+    return first.replace(month=first.month - 1)

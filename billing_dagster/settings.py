@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -141,3 +142,21 @@ def _url_from_vcap(raw: str) -> str:
                 return _checked_url(f"VCAP_SERVICES[{label!r}].credentials.uri", uri)
     raise ConfigError("VCAP_SERVICES has no binding with a postgres:// credentials.uri: bind an "
                       "aws-rds PostgreSQL instance to the app, or set DATABASE_URL")
+
+
+def billing_start(env: Mapping[str, str], first_landing: datetime | None,
+                  now: datetime) -> date:
+    """The first day the UI's partitions cover: BILLING_START (YYYY-MM-DD) if set, else the
+    first day of the New York month before the deployment's first landing (CF keeps 31 days of
+    usage events, so the first landing reaches into it), else of the month before ``now``."""
+    from billing_dagster.partitions import month_before  # partitions imports dagster
+
+    raw = env.get("BILLING_START", "").strip()
+    if raw:
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            raise ConfigError(f"BILLING_START={raw!r} is not a date: set it to the first day "
+                              "billing covers, as YYYY-MM-DD (e.g. 2025-07-01), or unset it to "
+                              "start a month before the first landing") from None
+    return month_before(first_landing or now)

@@ -406,10 +406,11 @@ DAEMON_PHASES = ("run created", "run started", "measured, pricing next")
 
 def daemon_killed_mid_backfill(w: World, baseline: Baseline,
                                rng: random.Random) -> tuple[int, bool | None, str]:
-    """Every landing and AWS reading as usual; then, instead of the hourly meterings, the operator backfills
-    the window from the UI, and the machine of the Dagster daemon dies (daemon, code server
-    and run worker SIGKILLed together) at a seeded phase. The operator starts the daemon
-    again, marks a run left with no process as canceled, and launches the backfill again."""
+    """Every landing and AWS reading as usual; then, instead of the hourly meterings, the
+    operator backfills the window from the UI, and the machine of the Dagster daemon dies
+    (daemon, code server and run worker SIGKILLed together) at a seeded phase. The operator
+    starts the daemon again, marks a run left with no process as canceled, and launches the
+    backfill again."""
     phase = DAEMON_PHASES[(w.timeline.seed - 1) % len(DAEMON_PHASES)]  # seeds 1-3: each once
     t = w.timeline
     for step in t.steps():

@@ -1,0 +1,97 @@
+"""Partitions a person can read: the code location's partitions start at the billing start
+(configured, or a month before the first landing), and hours measured outside a Dagster run
+are recorded as materializations with their own metadata."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from billing_dagster.definitions import code_location
+from billing_dagster.settings import ConfigError, billing_start
+from billing_dagster.usage.measurements import derive_window
+from billing_dagster.usage.recorded import MEASURED_BY, record_measured_hours
+from tests.test_measurements import app, land
+
+NOW = datetime(2026, 12, 5, 9, tzinfo=UTC)
+HOURLY = ("hourly_measurements", "priced_postings")
+
+
+def first_keys(defs: dg.Definitions) -> dict[str, str | None]:
+    graph = defs.resolve_asset_graph()
+    return {key.to_user_string(): node.partitions_def.get_first_partition_key()
+            for key in graph.get_all_asset_keys()
+            if (node := graph.get(key)).partitions_def is not None}
+
+
+@pytest.mark.parametrize(("env", "first_landing", "start"), [
+    ({"BILLING_START": "2025-07-01"}, None, date(2025, 7, 1)),
+    ({"BILLING_START": " 2025-07-15 "}, NOW, date(2025, 7, 15)),
+    ({}, datetime(2025, 3, 10, 12, tzinfo=UTC), date(2025, 2, 1)),
+    # New York's month: 2025-03-01 03:00 UTC is still February there
+    ({}, datetime(2025, 3, 1, 3, tzinfo=UTC), date(2025, 1, 1)),
+    ({}, datetime(2026, 1, 20, tzinfo=UTC), date(2025, 12, 1)),
+    ({}, None, date(2026, 11, 1)),
+])
+def test_billing_start_is_configured_or_a_month_before_the_first_landing(env, first_landing,
+                                                                        start):
+    assert billing_start(env, first_landing, NOW) == start
+
+
+def test_a_billing_start_that_is_not_a_date_names_the_variable():
+    with pytest.raises(ConfigError, match="BILLING_START='July' is not a date: set it to the "
+                                          "first day billing covers, as YYYY-MM-DD"):
+        billing_start({"BILLING_START": "July"}, None, NOW)
+
+
+def test_the_code_location_starts_its_partitions_at_the_billing_start(monkeypatch):
+    monkeypatch.setenv("BILLING_START", "2026-11-01")
+    defs = code_location()
+    assert first_keys(defs) == {"hourly_measurements": "2026-11-01-00:00",
+                                "priced_postings": "2026-11-01-00:00",
+                                "ledger_entries": "2026-11", "monthly_statements": "2026-11"}
+    dg.Definitions.validate_loadable(defs)
+    metering = defs.resolve_job_def("metering_job")
+    assert metering.partitions_def is not None
+    assert metering.partitions_def.get_first_partition_key() == "2026-11-01-00:00"
+    assert {s.name for s in defs.get_repository_def().schedule_defs} == {
+        "landing_schedule", "ledger_schedule"}
+
+
+def test_without_a_billing_start_the_partitions_begin_a_month_before_the_first_landing(
+        monkeypatch, conn, db_url):
+    monkeypatch.delenv("BILLING_START", raising=False)
+    params = conninfo_to_dict(db_url)
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://{params['user']}@{params.get('host')}:"
+                                       f"{params.get('port', 5432)}/{params['dbname']}")
+    land(conn, datetime(2025, 4, 2, 14, 1, tzinfo=UTC), apps=[app("a", 64)])
+    assert first_keys(code_location())["hourly_measurements"] == "2025-03-01-00:00"
+
+
+def test_hours_measured_outside_dagster_are_recorded_per_partition(conn):
+    start = datetime(2025, 3, 3, 9, tzinfo=UTC)
+    for minutes in (-59, 1, 61, 121):
+        land(conn, start + timedelta(minutes=minutes), apps=[app("a", 512), app("b", 256)])
+    derive_window(conn, start, start + timedelta(hours=3))
+    with dg.instance_for_test() as instance:
+        # four hours asked for, three measured: the fourth is not recorded
+        recorded = record_measured_hours(instance, conn, start, start + timedelta(hours=4),
+                                         "a-test", "a test, outside Dagster")
+        assert recorded == 3
+        for asset in HOURLY:
+            assert instance.get_materialized_partitions(dg.AssetKey(asset)) == {
+                "2025-03-03-04:00", "2025-03-03-05:00", "2025-03-03-06:00"}
+        events = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("hourly_measurements"),
+                                  asset_partitions=["2025-03-03-05:00"]), limit=1).records
+        materialization = events[0].asset_materialization
+        assert materialization is not None
+        assert materialization.metadata["rows"] == dg.IntMetadataValue(2)
+        assert materialization.metadata["hour_start_utc"] == dg.TextMetadataValue(
+            "2025-03-03T10:00:00+00:00")
+        assert materialization.metadata["measured"] == dg.TextMetadataValue(
+            "a test, outside Dagster")
+        assert materialization.tags == {MEASURED_BY: "a-test"}
