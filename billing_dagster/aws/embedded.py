@@ -7,9 +7,10 @@ RDS/OpenSearch sizes are whatever was last set.
 
 moto answers GetMetricData by scanning every datapoint it holds once per query and period, so a
 month of a large simulated foundation (hundreds of buckets and SES configuration sets, a point
-per hour each) made each hourly reading take minutes. ``_index_cloudwatch`` gives moto's
-CloudWatch backend, in this process, an index by metric (namespace, name, dimensions) and time:
-the same answers (moto's own statistics over the same datapoints), without the scan.
+per hour each) made each hourly reading take minutes, and ListMetrics compares every datapoint
+with every metric found so far. ``_index_cloudwatch`` gives moto's CloudWatch backend, in this
+process, an index by metric (namespace, name, dimensions) and time: the same answers (moto's own
+statistics over the same datapoints, its own pagination), without the scans.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class EmbeddedAws:
 
 _MetricKey = tuple[str, str, frozenset[tuple[str | None, str | None]]]
 _scanning_get_metric_data = CloudWatchBackend.get_metric_data
+_scanning_list_metrics = CloudWatchBackend.list_metrics
 
 
 class _MetricIndex:
@@ -128,8 +130,7 @@ def _indexed_get_metric_data(self: CloudWatchBackend, queries: list[dict[str, An
         # errors and metric math: moto's own way
         return _scanning_get_metric_data(self, queries, start_time, end_time, scan_by)
     start, end = start_time.replace(microsecond=0), end_time.replace(microsecond=0)
-    index: _MetricIndex = self.__dict__.setdefault("_billing_metric_index", _MetricIndex())
-    index.update(self)
+    index = _index_of(self)
     results = []
     for query in queries:
         stat_spec = query["MetricStat"]
@@ -163,5 +164,28 @@ def _indexed_get_metric_data(self: CloudWatchBackend, queries: list[dict[str, An
     return results
 
 
+def _index_of(backend: CloudWatchBackend) -> _MetricIndex:
+    index: _MetricIndex = backend.__dict__.setdefault("_billing_metric_index", _MetricIndex())
+    index.update(backend)
+    return index
+
+
+def _indexed_list_metrics(self: CloudWatchBackend, next_token: str | None, namespace: str,
+                          metric_name: str, dimensions: list[dict[str, str]]
+                          ) -> tuple[str | None, list[Any]]:
+    if next_token:  # a later page of a listing already made
+        return _scanning_list_metrics(self, next_token, namespace, metric_name, dimensions)
+    wanted = [(d["Name"], d.get("Value")) for d in dimensions or []]
+    found = []
+    for (ns, name, dims), points in _index_of(self).points.items():
+        if (namespace and ns != namespace) or (metric_name and name != metric_name):
+            continue
+        if all(any(n == w_name and (w_value is None or v == w_value) for n, v in dims)
+               for w_name, w_value in wanted):
+            found.append(points[0][2])
+    return self._get_paginated(found)
+
+
 def _index_cloudwatch() -> None:
     CloudWatchBackend.get_metric_data = _indexed_get_metric_data  # type: ignore[method-assign]
+    CloudWatchBackend.list_metrics = _indexed_list_metrics  # type: ignore[method-assign]

@@ -1,9 +1,11 @@
 """``make accuracy``: a month of a 2,000-app foundation, compared with the oracle.
 
     python -m tests.accuracy [--hours 744] [--apps 2000] [--service-instances 800] [--seed N]
+                             [--keep-database]
 
 Runs on a fresh database of the local PostgreSQL 15 (BILLING_TEST_ADMIN_URL picks another
-server), prints the comparison table, drops the database, and exits 1 when a complete hour
+server), prints the comparison table, drops the database (``--keep-database`` keeps it, to
+look into a difference, and prints its name), and exits 1 when a complete hour
 differs from the oracle or a posted line is off by more than one microcredit.
 """
 
@@ -28,6 +30,7 @@ def main() -> int:
     parser.add_argument("--apps", type=int, default=2000)
     parser.add_argument("--service-instances", type=int, default=800)
     parser.add_argument("--seed", type=int, default=2025)
+    parser.add_argument("--keep-database", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("billing_dagster", "httpx"):
@@ -46,9 +49,12 @@ def main() -> int:
             migrate(conn)
         report = run(url, scenario)
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+        if args.keep_database:
+            logging.getLogger("accuracy").info("kept the database %s", name)
+        else:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(name)))
     print(report.table())
     failed = report.complete_differing or report.lines_off_by_more_than_one or report.ledger
     return 1 if failed else 0
