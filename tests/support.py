@@ -8,9 +8,10 @@ import threading
 from datetime import UTC, datetime
 from html import unescape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
+from psycopg.conninfo import conninfo_to_dict
 
 from billing_dagster.cf.client import CloudFoundryClient, RetryPolicy
 from billing_dagster.simulator import Simulator
@@ -47,6 +48,16 @@ def log_in(client: httpx.Client, base: str, user: str, password: str | None = No
     finish = client.get(back.headers["location"])
     client.last_login = finish  # type: ignore[attr-defined]
     return client
+
+
+def conninfo_as_url(conninfo: str, scheme: str = "postgresql") -> str:
+    """A libpq key-value conninfo as a URL (as a binding or DATABASE_URL gives it); a socket
+    directory (the embedded server) goes in the ``host`` query parameter."""
+    p = conninfo_to_dict(conninfo)
+    host, port = str(p.get("host") or "127.0.0.1"), p.get("port") or 5432
+    if host.startswith("/"):
+        return f"{scheme}://{p['user']}@:{port}/{p['dbname']}?host={quote(host, safe='')}"
+    return f"{scheme}://{p['user']}@{host}:{port}/{p['dbname']}"
 
 
 def free_port() -> int:

@@ -25,14 +25,13 @@ import httpx
 import psycopg
 import pytest
 import yaml
-from psycopg.conninfo import conninfo_to_dict
 
 from billing_dagster.catalog import EXAMPLE_CATALOG
 from billing_dagster.migrate import MIGRATIONS_DIR
 from billing_dagster.partitions import hourly_keys_between
 from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.simulator.uaa_login import UI_CLIENT
-from tests.support import SIM_CLIENT, free_port, log_in
+from tests.support import SIM_CLIENT, conninfo_as_url, free_port, log_in
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = yaml.safe_load((REPO / "manifest.yml").read_text())
@@ -54,12 +53,6 @@ def process(kind: str) -> dict:
     return found
 
 
-def as_url(conninfo: str) -> str:
-    p = conninfo_to_dict(conninfo)
-    host, port = p.get("host", "127.0.0.1"), p.get("port", 5432)
-    return f"postgres://{p['user']}@{host}:{port}/{p['dbname']}"
-
-
 @pytest.fixture
 def deployed(empty_database_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
     foundation = Foundation(seed=5, apps=6, service_instances=3,
@@ -67,8 +60,9 @@ def deployed(empty_database_url: str, tmp_path: Path) -> Iterator[tuple[str, str
     port = free_port()
     with Simulator(foundation, client_id=SIM_CLIENT[0], client_secret=SIM_CLIENT[1],
                    follow_wall_clock=True) as sim:
+        uri = conninfo_as_url(empty_database_url, "postgres")  # as aws-rds writes it
         vcap = {"aws-rds": [{"name": "billing-db", "label": "aws-rds", "tags": ["PostgreSQL"],
-                             "credentials": {"uri": as_url(empty_database_url)}}],
+                             "credentials": {"uri": uri}}],
                 "user-provided": [{"name": "billing-cf", "label": "user-provided", "tags": [],
                                    "credentials": {
                                        "cf_api_url": sim.url, "cf_client_id": SIM_CLIENT[0],

@@ -8,12 +8,12 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 
 from billing_dagster.definitions import code_location
 from billing_dagster.settings import ConfigError, billing_start
 from billing_dagster.usage.measurements import derive_window
 from billing_dagster.usage.recorded import MEASURED_BY, record_measured_hours
+from tests.support import conninfo_as_url
 from tests.test_measurements import app, land
 
 NOW = datetime(2026, 12, 5, 9, tzinfo=UTC)
@@ -64,9 +64,7 @@ def test_the_code_location_starts_its_partitions_at_the_billing_start(monkeypatc
 def test_without_a_billing_start_the_partitions_begin_a_month_before_the_first_landing(
         monkeypatch, conn, db_url):
     monkeypatch.delenv("BILLING_START", raising=False)
-    params = conninfo_to_dict(db_url)
-    monkeypatch.setenv("DATABASE_URL", f"postgresql://{params['user']}@{params.get('host')}:"
-                                       f"{params.get('port', 5432)}/{params['dbname']}")
+    monkeypatch.setenv("DATABASE_URL", conninfo_as_url(db_url))
     land(conn, datetime(2025, 4, 2, 14, 1, tzinfo=UTC), apps=[app("a", 64)])
     assert first_keys(code_location())["hourly_measurements"] == "2025-03-01-00:00"
 
