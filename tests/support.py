@@ -37,7 +37,9 @@ def log_in(client: httpx.Client, base: str, user: str, password: str | None = No
         form_page = client.get(urljoin(str(form_page.url), form_page.headers["location"]))
     assert hops[-1] == "/uaa/oauth/authorize", hops
     assert form_page.status_code == 200 and 'id="sign-in"' in form_page.text
-    action = unescape(re.search(r'<form method="post" action="([^"]+)"', form_page.text)[1])
+    form = re.search(r'<form method="post" action="([^"]+)"', form_page.text)
+    assert form is not None, form_page.text
+    action = unescape(form[1])
     fields = {unescape(name): unescape(value) for name, value in re.findall(
         r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form_page.text)}
     back = client.post(action, data={**fields, "username": user,

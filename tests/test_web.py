@@ -24,6 +24,7 @@ import pytest
 import uvicorn
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
+from websockets.typing import Subprotocol
 
 from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.simulator.uaa_login import UI_CLIENT
@@ -116,7 +117,7 @@ def test_nothing_is_served_without_a_session(ui, browser):
                             headers={"Cookie": "billing_session=eyJhbGciOiJub25lIn0.e30."})
     assert forged.status_code == 401
     with pytest.raises(InvalidStatus) as refused:
-        ws_connect(ui.replace("http", "ws") + "/graphql", subprotocols=["graphql-ws"])
+        ws_connect(ui.replace("http", "ws") + "/graphql", subprotocols=[Subprotocol("graphql-ws")])
     assert refused.value.response.status_code == 403
     assert anonymous.get(ui + "/healthz").text == "ok"
 
@@ -138,7 +139,7 @@ def test_a_reader_sees_the_ui_but_cannot_change_anything(ui, browser):
     assert reader.post(ui + "/report_asset_materialization/hourly_measurements").status_code \
         == 403
     # the websocket: subscriptions yes, a mutation sent over it closes it
-    with ws_connect(ui.replace("http", "ws") + "/graphql", subprotocols=["graphql-ws"],
+    with ws_connect(ui.replace("http", "ws") + "/graphql", subprotocols=[Subprotocol("graphql-ws")],
                     additional_headers={"Cookie": cookie_header(reader)}) as socket:
         socket.send(json.dumps({"type": "connection_init", "payload": {}}))
         assert json.loads(socket.recv(timeout=30))["type"] == "connection_ack"

@@ -604,8 +604,7 @@ def compare(sim: Simulator, world: AwsFoundation, conn: psycopg.Connection, s: S
         cur.execute(SQL["create_oracle_usage"])
         copy_rows(cur, "copy_oracle_usage", oracle, found=SQL)
         cur.execute(SQL["create_resource_hour_comparison"], window)
-        by_status = [StatusRow(**{k: int(v) if isinstance(v, Decimal) else v
-                                  for k, v in r.items()})
+        by_status = [StatusRow(**{**r, "missing": int(r["missing"]), "extra": int(r["extra"])})
                      for r in cur.execute(SQL["compare_by_meter_and_status"])]
         differing = cur.execute(SQL["differing_resource_hours"]).fetchall()
         flagged = cur.execute(SQL["flagged_hours"], window).fetchall()
