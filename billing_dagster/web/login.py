@@ -31,6 +31,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from html import escape
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
@@ -134,7 +135,7 @@ class UaaLogin:
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1013})
             return await _respond(send, 503, _page("Login unavailable", (
-                f"<p>{_escape(str(exc))}</p>")))
+                f"<p>{escape(str(exc))}</p>")))
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
@@ -196,7 +197,7 @@ class UaaLogin:
         started = self._unsign(_cookies(scope).get(LOGIN_COOKIE, ""))
         if "error" in query:
             return await _respond(send, 403, _page("Login refused", (
-                f"<p>UAA said: {_escape(query.get('error_description', query['error']))}. "
+                f"<p>UAA said: {escape(query.get('error_description', query['error']))}. "
                 '<a href="/auth/login">Try again</a></p>')))
         if started is None or started.get("until", 0) < time.time() or \
                 not hmac.compare_digest(str(started.get("state")), query.get("state", "")):
@@ -215,7 +216,7 @@ class UaaLogin:
             log.warning("UAA refused the authorization code: HTTP %d %s", reply.status_code,
                         _oauth_error(reply))
             return await _respond(send, 502, _page("Login failed", (
-                f"<p>UAA refused the login ({_escape(_oauth_error(reply))}). If this "
+                f"<p>UAA refused the login ({escape(_oauth_error(reply))}). If this "
                 "persists, check UI_CLIENT_ID and UI_CLIENT_SECRET. "
                 '<a href="/auth/login">Try again</a></p>')))
         token = reply.json().get("access_token", "")
@@ -487,14 +488,9 @@ async def _redirect(send: Send, location: str,
                    [(b"location", location.encode()), *(headers or [])])
 
 
-def _escape(text: str) -> str:
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace('"', "&quot;"))
-
-
 def _page(title: str, body: str) -> bytes:
-    return (f"<!doctype html><html><head><title>{_escape(title)} - billing-dagster</title>"
-            f"</head><body><h1>{_escape(title)}</h1>{body}</body></html>").encode()
+    return (f"<!doctype html><html><head><title>{escape(title)} - billing-dagster</title>"
+            f"</head><body><h1>{escape(title)}</h1>{body}</body></html>").encode()
 
 
 def _oauth_error(reply: httpx.Response) -> str:
