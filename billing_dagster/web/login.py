@@ -161,7 +161,7 @@ class UaaLogin:
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 4403})
             return await _respond(send, 403, _page(
-                "Not allowed", f"<p>{session.user_name} has neither the "
+                "Not allowed", f"<p>{escape(session.user_name)} has neither the "
                 f"{self.settings.reader_scope} nor the {self.settings.operator_scope} scope. "
                 'Ask a cloud.gov admin to add you to the billing group. '
                 '<a href="/auth/logout">Log out</a></p>'))
