@@ -192,32 +192,21 @@ def cf_fault(kind: str, *, count: int = 1, prefix: str = "/v3/", expect: str | N
         k = rng.choice([k for k, path in enumerate(asked) if path.startswith(prefix)])
         path = asked[k]
         skip = sum(1 for earlier in asked[:k] if earlier.startswith(path))
-        clear: bool | None = None
-        served = 0
-        detail = ""
-        for i, step in enumerate(w.timeline.steps()):
-            w.advance(step)
-            if i != target:
-                w.run(step)
-                continue
-            before = w.sim.faults_served
-            w.sim.inject_fault(kind, count=count, path_prefix=path, skip=skip, **options)
-            failure = w.run(step)
-            served = w.sim.faults_served - before
-            w.sim.clear_faults()
-            detail = f"{step.label()}, {kind} x{served} at {path} #{skip + 1}"
-            # A failed snapshot meter is recorded as a failed or partial reading and the
-            # landing goes on (its events still land); a failed event read fails the run.
-            error = str(failure) if failure is not None else _reading_errors(w, step)
-            if error:
-                detail += f": {_first_line(error)}"
-            if expect is not None:
-                clear = expect in error and (kind == "drop_guid" or "127.0.0.1" in error)
-                if not error:
-                    detail += ": landed without a word"
-            if failure is not None:
-                w.run(step)  # the operator re-runs the failed landing
-        return served, clear, detail
+        step = _run_up_to(w, target)
+        before = w.sim.faults_served
+        w.sim.inject_fault(kind, count=count, path_prefix=path, skip=skip, **options)
+        failure = w.run(step)
+        served = w.sim.faults_served - before
+        w.sim.clear_faults()
+        # A failed snapshot meter is recorded as a failed or partial reading and the landing
+        # goes on (its events still land); a failed event read fails the run.
+        error, clear, said = _what_the_run_said(w, step, failure, expect)
+        if clear and kind != "drop_guid":
+            clear = "127.0.0.1" in error  # the error names where it read from
+        if failure is not None:
+            w.run(step)  # the operator re-runs the failed landing
+        _run_after(w, target)
+        return served, clear, f"{step.label()}, {kind} x{served} at {path} #{skip + 1}{said}"
 
     return play
 
@@ -240,32 +229,48 @@ def aws_fault(kind: str, *, count: int, expect: str | None = None) -> Play:
         target = rng.choice(_indices(w.timeline, "aws"))
         match = rng.choice(AWS_REQUESTS)
         proxy = w.lab.aws_proxy
-        clear: bool | None = None
-        served = 0
-        detail = ""
-        for i, step in enumerate(w.timeline.steps()):
-            w.advance(step)
-            if i != target:
-                w.run(step)
-                continue
-            before = proxy.served
-            proxy.inject(kind, count=count, match=match)
-            failure = w.run(step)
-            served = proxy.served - before
-            proxy.clear()
-            detail = f"{step.label()}, {kind} x{served} at {match}"
-            error = str(failure) if failure is not None else _reading_errors(w, step)
-            if error:
-                detail += f": {_first_line(error)}"
-            if expect is not None:
-                clear = expect in error
-                if not error:
-                    detail += ": landed without a word"
-            if failure is not None or error:
-                w.run(step)  # the operator re-runs the reading
-        return served, clear, detail
+        step = _run_up_to(w, target)
+        before = proxy.served
+        proxy.inject(kind, count=count, match=match)
+        failure = w.run(step)
+        served = proxy.served - before
+        proxy.clear()
+        error, clear, said = _what_the_run_said(w, step, failure, expect)
+        if failure is not None or error:
+            w.run(step)  # the operator re-runs the reading
+        _run_after(w, target)
+        return served, clear, f"{step.label()}, {kind} x{served} at {match}{said}"
 
     return play
+
+
+def _run_up_to(w: World, target: int) -> Step:
+    """Run the timeline's steps before ``target``; the target step, its time reached."""
+    steps = w.timeline.steps()
+    for step in steps[:target]:
+        w.advance(step)
+        w.run(step)
+    w.advance(steps[target])
+    return steps[target]
+
+
+def _run_after(w: World, target: int) -> None:
+    """Run the timeline's steps after ``target``."""
+    for step in w.timeline.steps()[target + 1:]:
+        w.advance(step)
+        w.run(step)
+
+
+def _what_the_run_said(w: World, step: Step, failure: Exception | None, expect: str | None
+                       ) -> tuple[str, bool | None, str]:
+    """The error of a faulted run (its exception, or the errors its readings recorded),
+    whether it holds ``expect`` (None when nothing is expected), and the words for the
+    scenario's detail."""
+    error = str(failure) if failure is not None else _reading_errors(w, step)
+    said = f": {_first_line(error)}" if error else ""
+    if expect is None:
+        return error, None, said
+    return error, expect in error, said or ": landed without a word"
 
 
 def _reading_errors(w: World, step: Step) -> str:
