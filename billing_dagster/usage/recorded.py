@@ -37,13 +37,12 @@ def record_measured_hours(instance: dg.DagsterInstance, conn: psycopg.Connection
     if len(keys) != len(hours):
         raise ValueError(f"{len(keys)} partition keys for {len(hours)} hours in "
                          f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})")
+    tags, how = {MEASURED_BY: measured_by}, dg.MetadataValue.text(description)
     recorded = 0
     for key, hour in zip(keys, hours, strict=True):
         if not hour["measured"]:
             continue
         flagged = dg.MetadataValue.json(list(hour["flagged"]))
-        tags = {MEASURED_BY: measured_by}
-        how = dg.MetadataValue.text(description)
         instance.report_runless_asset_event(dg.AssetMaterialization(
             "hourly_measurements", partition=key, tags=tags, metadata={
                 "hour_start_utc": hour["hour_start"].isoformat(), "measured": how,
