@@ -4,9 +4,11 @@
 the catalog, meter and price the simulated foundation, post the previous business month and
 print the balances (see demo.py). The runs are recorded in Dagster's storage, so `make dev`
 shows them afterwards.
-``dev``: the same set-up, then the Dagster UI (webserver + daemon) on http://127.0.0.1:3000,
-reading the simulator (following the wall clock) unless CF_API_URL is set, and the embedded AWS
-(moto, seeded by the simulator) unless AWS_ENDPOINT_URL or AWS_ACCESS_KEY_ID is set.
+``dev``: the same set-up, then the Dagster UI behind the UAA login (billing_dagster.web) and the
+Dagster daemon on http://127.0.0.1:3000, as the `web` and `worker` processes run on cloud.gov,
+reading the simulator (following the wall clock; its UAA logs in the demo users) unless
+CF_API_URL is set (then UI_CLIENT_ID and UI_CLIENT_SECRET name the login's UAA client), and the
+embedded AWS (moto, seeded by the simulator) unless AWS_ENDPOINT_URL or AWS_ACCESS_KEY_ID is set.
 ``stop``: stop the embedded PostgreSQL server.
 """
 
@@ -20,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -95,22 +98,64 @@ def dev(port: int) -> int:
             os.environ.update(aws.environment())
             log.info("embedded AWS (moto) at %s, holding the foundation's AWS resources",
                      aws.url)
-    command = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
-               "-h", "127.0.0.1", "-p", str(port)]
-    # A backgrounded shell leaves SIGINT ignored, and Dagster maps SIGTERM onto SIGINT's handler,
-    # so the child gets default SIGINT handling back (shared/reference/dagster-notes.md, 4).
-    # run from DAGSTER_HOME: from the repo root, dagster would warn about the dagster.yaml there
-    child = subprocess.Popen(command, cwd=os.environ["DAGSTER_HOME"],
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
+    if simulator is not None:
+        from billing_dagster.simulator.uaa_login import DEMO_USERS, UI_CLIENT
+
+        os.environ.setdefault("UI_CLIENT_ID", UI_CLIENT[0])
+        os.environ.setdefault("UI_CLIENT_SECRET", UI_CLIENT[1])
+        demo = ", ".join(f"{u.user_name} / {u.password}" for u in DEMO_USERS)
+        log.info("the simulator's UAA logs in its demo users: %s", demo)
+    # the UI behind the UAA login (the `web` process) and the daemon (the `worker`), as on
+    # cloud.gov; run from DAGSTER_HOME: from the repo root, dagster would warn about the
+    # dagster.yaml there
+    workspace = str(REPO_ROOT / "workspace.yaml")
+    children = [
+        _start([sys.executable, "-m", "billing_dagster.web", "--host", "127.0.0.1",
+                "--port", str(port)]),
+        _start([shutil.which("dagster-daemon", path=str(Path(sys.executable).parent))
+                or "dagster-daemon", "run", "-w", workspace]),
+    ]
+    log.info("Dagster UI on http://127.0.0.1:%d (log in through UAA); ^C stops it", port)
     try:
-        return child.wait()
-    except KeyboardInterrupt:
-        child.send_signal(signal.SIGINT)
-        return child.wait()
+        return _supervise(children)
     finally:
         if simulator is not None:
             simulator.stop()
+
+
+def _start(command: list[str]) -> subprocess.Popen[bytes]:
+    # A backgrounded shell leaves SIGINT ignored, and Dagster maps SIGTERM onto SIGINT's
+    # handler, so each child gets default SIGINT handling back (dagster-notes.md, 4).
+    return subprocess.Popen(command, cwd=os.environ["DAGSTER_HOME"],
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
+    """Wait until a child stops or we are told to (SIGTERM, ^C); then stop them all with
+    SIGINT, as ^C would, and return the first non-zero exit status."""
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    codes = []
+    for child in children:
+        try:
+            codes.append(child.wait(timeout=60))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            codes.append(child.wait())
+    return next((code for code in codes if code), 0)
 
 
 def state_dir() -> Path:

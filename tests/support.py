@@ -28,8 +28,10 @@ def cf_client(sim: Simulator, **options) -> CloudFoundryClient:
 
 
 def log_in(client: httpx.Client, base: str, user: str, password: str | None = None,
-           next_path: str = "/") -> httpx.Client:
-    """A browser's walk through the login: the UI's redirect, UAA's form, the callback."""
+           next_path: str = "/") -> httpx.Response:
+    """A browser's walk through the login: the UI's redirect, UAA's form, the callback.
+    Returns the last answer: the callback's (a redirect with the session cookie), or UAA's
+    form again when it refused the password."""
     form_page = client.get(base + next_path, headers={"Accept": "text/html"})
     hops = []
     while form_page.status_code == 302:
@@ -45,11 +47,8 @@ def log_in(client: httpx.Client, base: str, user: str, password: str | None = No
     back = client.post(action, data={**fields, "username": user,
                                      "password": password or f"{user}-password"})
     if back.status_code != 302:
-        client.last_login = back  # type: ignore[attr-defined]
-        return client
-    finish = client.get(back.headers["location"])
-    client.last_login = finish  # type: ignore[attr-defined]
-    return client
+        return back
+    return client.get(back.headers["location"])
 
 
 def conninfo_as_url(conninfo: str, scheme: str = "postgresql") -> str:

@@ -127,8 +127,8 @@ def test_both_processes_start_as_cf_starts_them_and_an_operator_backfills(deploy
     wait_for(lambda: httpx.get(base + "/healthz", timeout=5).status_code == 200, 180,
              "the web process's health check", tmp_path)
     assert httpx.get(base + "/graphql", params={"query": DAEMONS}).status_code == 401
-    with httpx.Client(follow_redirects=False, timeout=60) as browser:
-        operator = log_in(browser, base, "operator")
+    with httpx.Client(follow_redirects=False, timeout=60) as operator:
+        log_in(operator, base, "operator")
 
         def daemons_healthy():
             answer = operator.post(base + "/graphql", json={"query": DAEMONS}).json()

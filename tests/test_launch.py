@@ -6,12 +6,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from billing_dagster.database import stop_embedded
+from tests.support import log_in
 
 pytestmark = pytest.mark.embedded
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +45,8 @@ def test_the_demo_runs_on_the_embedded_defaults(tmp_path: Path):
     assert "database: embedded PostgreSQL" in result.stderr
 
 
-def test_make_dev_serves_the_ui_with_schedules_and_sensors_running(tmp_path: Path):
+def test_make_dev_serves_the_ui_behind_the_login_with_schedules_and_sensors_running(
+        tmp_path: Path):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PG", "CF_", "DAGSTER_", "BILLING_")) and k != "DATABASE_URL"}
     env.update({"BILLING_DATA_DIR": str(tmp_path / "data"),
@@ -56,8 +59,14 @@ def test_make_dev_serves_the_ui_with_schedules_and_sensors_running(tmp_path: Pat
             [sys.executable, "-m", "billing_dagster.launch", "dev", "--port", str(port)],
             cwd=REPO, env=env, start_new_session=True, stdout=output,
             stderr=subprocess.STDOUT) as dev:
+        base = f"http://127.0.0.1:{port}"
         try:
-            states = _wait_for_states(f"http://127.0.0.1:{port}/graphql", dev, log)
+            _wait_for(lambda: httpx.get(base + "/healthz", timeout=5).status_code == 200,
+                      dev, log)
+            assert httpx.post(base + "/graphql", json={"query": STATES}).status_code == 401
+            with httpx.Client(follow_redirects=False, timeout=60) as reader:
+                assert log_in(reader, base, "reader").status_code == 302
+                states = _states(reader, base)
         finally:
             dev.send_signal(signal.SIGTERM)
             try:
@@ -70,23 +79,33 @@ def test_make_dev_serves_the_ui_with_schedules_and_sensors_running(tmp_path: Pat
     for sensor in ("catalog_file_sensor", "metering_after_landing_sensor", "repricing_sensor",
                    "reposting_sensor", "unknown_kinds_sensor", "billing_automation"):
         assert states[sensor] == "RUNNING"
-    assert dev.returncode is not None  # it stopped on SIGTERM
+    assert dev.returncode == 0, log.read_text()[-3000:]  # both children stopped on SIGTERM
+    output = log.read_text()
+    assert "operator / operator-password" in output  # the demo users are announced
 
 
-def _wait_for_states(url: str, dev: subprocess.Popen, log: Path) -> dict[str, str]:
-    """Schedule and sensor states once the webserver answers (it takes ~10-30 s to start)."""
-    query = ("{ repositoriesOrError { ... on RepositoryConnection { nodes { "
-             "sensors { name sensorState { status } } "
-             "schedules { name scheduleState { status } } } } } }")
+STATES = ("{ repositoriesOrError { ... on RepositoryConnection { nodes { "
+          "sensors { name sensorState { status } } "
+          "schedules { name scheduleState { status } } } } } }")
+
+
+def _wait_for(ready: Callable[[], bool], dev: subprocess.Popen, log: Path) -> None:
+    """Until ``ready()`` (the UI takes ~10-30 s to start), while `make dev` runs."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert dev.poll() is None, log.read_text()[-3000:]
         try:
-            nodes = httpx.post(url, json={"query": query}, timeout=5).json()[
-                "data"]["repositoriesOrError"]["nodes"]
-        except (httpx.HTTPError, KeyError, TypeError, ValueError):
-            time.sleep(1)
-            continue
-        return {**{s["name"]: s["sensorState"]["status"] for s in nodes[0]["sensors"]},
-                **{s["name"]: s["scheduleState"]["status"] for s in nodes[0]["schedules"]}}
-    raise AssertionError("the Dagster UI did not answer within 120 s")
+            if ready():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"the Dagster UI did not answer within 120 s: {log.read_text()[-3000:]}")
+
+
+def _states(client: httpx.Client, base: str) -> dict[str, str]:
+    """Schedule and sensor states, asked as the logged-in user."""
+    nodes = client.post(base + "/graphql", json={"query": STATES}).json()[
+        "data"]["repositoriesOrError"]["nodes"]
+    return {**{s["name"]: s["sensorState"]["status"] for s in nodes[0]["sensors"]},
+            **{s["name"]: s["scheduleState"]["status"] for s in nodes[0]["schedules"]}}

@@ -123,8 +123,8 @@ def test_nothing_is_served_without_a_session(ui, browser):
 
 
 def test_a_reader_sees_the_ui_but_cannot_change_anything(ui, browser):
-    reader = log_in(browser(), ui, "reader")
-    assert reader.last_login.status_code == 302  # type: ignore[attr-defined]
+    reader = browser()
+    assert log_in(reader, ui, "reader").status_code == 302
     home = reader.get(ui + "/", headers={"Accept": "text/html"})
     assert home.status_code == 200 and "<html" in home.text.lower()
     assert graphql(reader, ui, VERSION).json()["data"]["version"]
@@ -150,28 +150,29 @@ def test_a_reader_sees_the_ui_but_cannot_change_anything(ui, browser):
 
 
 def test_an_operator_can_mutate(ui, browser):
-    operator = log_in(browser(), ui, "operator")
+    operator = browser()
+    log_in(operator, ui, "operator")
     done = graphql(operator, ui, MUTATION)
     assert done.status_code == 200 and done.json()["data"] == {"setNuxSeen": True}
 
 
 def test_a_user_without_a_billing_scope_is_refused(ui, browser):
-    stranger = log_in(browser(), ui, "stranger")
+    stranger = browser()
+    log_in(stranger, ui, "stranger")
     page = stranger.get(ui + "/", headers={"Accept": "text/html"})
     assert page.status_code == 403
     assert "stranger has neither the usage.read nor the usage.admin scope" in page.text
 
 
 def test_a_wrong_password_stays_on_uaa(ui, browser):
-    attempt = log_in(browser(), ui, "operator", password="guess")
-    page = attempt.last_login  # type: ignore[attr-defined]
+    attempt = browser()
+    page = log_in(attempt, ui, "operator", password="guess")
     assert page.status_code == 401 and "Unable to verify email or password" in page.text
     assert "billing_session" not in attempt.cookies
 
 
 def test_the_login_returns_to_the_page_asked_for(ui, browser):
-    reader = log_in(browser(), ui, "reader", next_path="/runs")
-    assert reader.last_login.headers["location"] == "/runs"  # type: ignore[attr-defined]
+    assert log_in(browser(), ui, "reader", next_path="/runs").headers["location"] == "/runs"
 
 
 # -- sessions, on a stand-in app (the login does not care what it guards) ------------------
@@ -189,10 +190,10 @@ def test_a_session_ends_with_its_token_and_at_logout(caplog, browser):
     caplog.set_level(logging.DEBUG, logger="billing_dagster")
     with uaa(token_validity_seconds=3) as sim, \
             served(UaaLogin(_hello, settings_for(sim, port)), port) as base:
-        reader = log_in(browser(), base, "reader")
+        reader = browser()
+        set_cookie = log_in(reader, base, "reader").headers["set-cookie"]
         session = reader.cookies["billing_session"]
         assert reader.get(base + "/").text == "hello"
-        set_cookie = reader.last_login.headers["set-cookie"]  # type: ignore[attr-defined]
         assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie
         assert re.search(r"billing_session=[^;]+; Path=/; Max-Age=[0-3];", set_cookie)
         time.sleep(3.5)
@@ -201,7 +202,8 @@ def test_a_session_ends_with_its_token_and_at_logout(caplog, browser):
                                                "Accept": "text/html"})
         assert stale.status_code == 302 and stale.headers["location"].startswith("/auth/login")
 
-        operator = log_in(browser(), base, "operator")
+        operator = browser()
+        log_in(operator, base, "operator")
         out = operator.get(base + "/auth/logout")
         assert out.status_code == 302
         assert urlsplit(out.headers["location"]).path == "/uaa/logout.do"
@@ -224,9 +226,9 @@ def test_a_callback_not_started_here_or_pointing_elsewhere_is_refused(browser):
         forged = client.get(base + "/auth/callback", params={"code": "x", "state": "y"})
         assert forged.status_code == 400 and "Log in again" in forged.text
         # a next= naming another site falls back to the UI's home
-        reader = log_in(browser(), base, "reader",
-                        next_path="/auth/login?next=https%3A%2F%2Fevil.example")
-        assert reader.last_login.headers["location"] == "/"  # type: ignore[attr-defined]
+        back = log_in(browser(), base, "reader",
+                      next_path="/auth/login?next=https%3A%2F%2Fevil.example")
+        assert back.headers["location"] == "/"
 
 
 def test_uaa_unreachable_is_a_clear_503():
