@@ -125,7 +125,7 @@ def dev(port: int) -> int:
 
 def _start(command: list[str]) -> subprocess.Popen[bytes]:
     # A backgrounded shell leaves SIGINT ignored, and Dagster maps SIGTERM onto SIGINT's
-    # handler, so each child gets default SIGINT handling back (dagster-notes.md, 4).
+    # handler, so each child gets default SIGINT handling back (docs/dagster.md §7.1).
     return subprocess.Popen(command, cwd=os.environ["DAGSTER_HOME"],
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 

@@ -90,7 +90,7 @@ def sqlalchemy_url(url: str) -> str:
     """The same database as a SQLAlchemy URL for dagster-postgres, forced onto psycopg2.
 
     SQLAlchemy 2.1 picks psycopg 3 for ``postgresql://``, which breaks dagster-postgres's
-    ``NOTIFY run_events, :id`` (see shared/reference/dagster-notes.md, section 4).
+    ``NOTIFY run_events, :id`` (see docs/dagster.md §5.1).
     """
     parts = urlsplit(url)
     return urlunsplit(("postgresql+psycopg2", *parts[1:]))

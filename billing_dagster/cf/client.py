@@ -1,6 +1,6 @@
 """A Cloud Foundry v3 API client: UAA auth, pagination, bounded retries, strict JSON.
 
-Wire formats: shared/reference/cf-api.md. The client never turns a failed read into an empty
+Wire formats: docs/cf-and-uaa.md. The client never turns a failed read into an empty
 one: every problem ends in a ``CfApiError`` that says which URL failed, how and what to do.
 """
 

@@ -1,8 +1,9 @@
 """The static part of a simulated foundation: brokers, offerings, plans, buildpacks, names.
 
-Offerings and plans follow cloud.gov's real catalog (shared/reference/cf-api.md, section 7.1).
-Their guids are derived from their names, not from the foundation's seed, so every simulated
-foundation shares one service catalog and a billing catalog file can name a plan by guid or name.
+Offerings and plans follow cloud.gov's real catalog where it is known (docs/cf-and-uaa.md §7.1
+says which names are not). Their guids are derived from their names, not from the foundation's
+seed, so every simulated foundation shares one service catalog and a billing catalog file can
+name a plan by guid or name.
 """
 
 import hashlib

@@ -1,6 +1,6 @@
 """The Cloud Controller v3 subset: root documents, resource lists, usage events, purges.
 
-Lists follow cf-api.md section 3: ``page``/``per_page`` (default 50, at most 5000), a
+Lists follow docs/cf-and-uaa.md §3: ``page``/``per_page`` (default 50, at most 5000), a
 ``pagination`` block with absolute hrefs that keep the caller's filters, insertion (id) order
 unless ``order_by`` is given, comma-separated filter values, ``include`` where CC has it, and
 unknown parameters rejected (400 CF-BadQueryParameter; 422 CF-UnprocessableEntity on the usage
@@ -328,7 +328,7 @@ COLLECTIONS: dict[str, Collection] = {c.name: c for c in (
 
 @dataclass(frozen=True, slots=True)
 class EventStream:
-    """One usage event list; its parameter errors are 422, not 400 (cf-api.md 3.2)."""
+    """One usage event list; its parameter errors are 422, not 400 (docs/cf-and-uaa.md §3.2)."""
 
     name: str
     label: str

@@ -1,4 +1,4 @@
-"""One stream of usage events as the Cloud Controller keeps it (cf-api.md 5.5-5.7).
+"""One stream of usage events as the Cloud Controller keeps it (docs/cf-and-uaa.md §5.5-§5.7).
 
 Events are kept in API order (increasing integer id, which is also creation order here),
 can be read after a given event guid, are pruned by age while always keeping the newest row,

@@ -3,7 +3,8 @@
 Kinds:
 
 - ``429``: rate limited, with ``Retry-After``, the ``X-RateLimit-*`` headers and the
-  CF-RateLimitExceeded body, sent as ``text/plain`` like the real limiter (cf-api.md 6.2);
+  CF-RateLimitExceeded body, sent as ``text/plain`` like the real limiter
+  (docs/cf-and-uaa.md §6.2);
 - ``500``, ``502``, ``503``: a server error with a v3 error body;
 - ``slow``: the reply is delayed by ``delay_seconds``, then served normally;
 - ``truncate``: the normal reply with its body cut in half (Content-Length matches the cut);

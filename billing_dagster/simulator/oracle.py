@@ -7,7 +7,7 @@ history is what it is checked against. ``usage(start, end)`` integrates that his
 each UTC hour of a window into unit-seconds per resource and resource kind, in plain Python,
 sharing nothing with the project's derivation (SQL over landed observations).
 
-What counts, as billing counts it (DESIGN.md, "What is measured"):
+What counts, as billing counts it (README, "How usage is measured"):
 
 - ``cfapps``: a process of a STARTED app uses ``instances x memory_in_mb`` MiB per second
   (resource: the process guid; kind ``app-memory``); a stopped app's processes use nothing;

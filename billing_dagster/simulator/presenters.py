@@ -1,4 +1,4 @@
-"""JSON shapes of v3 resources and usage events (cf-api.md sections 4 and 5).
+"""JSON shapes of v3 resources and usage events (docs/cf-and-uaa.md §4 and §5).
 
 Plain functions from a record to a dict, as the Cloud Controller presenters lay them out: every
 data field of the reference, in its order, but only the links a reader follows (self and the

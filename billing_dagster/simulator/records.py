@@ -115,7 +115,8 @@ class ServiceInstance:
 
 @dataclass(frozen=True, slots=True)
 class AppUsageEvent:
-    """One row of /v3/app_usage_events (cf-api.md 5.2), with values as of its ``created_at``."""
+    """One row of /v3/app_usage_events (docs/cf-and-uaa.md §5.2), with values as of its
+    ``created_at``."""
 
     id: int
     guid: str
@@ -139,7 +140,8 @@ class AppUsageEvent:
 
 @dataclass(frozen=True, slots=True)
 class ServiceUsageEvent:
-    """One row of /v3/service_usage_events (cf-api.md 5.3); plan fields None if user-provided."""
+    """One row of /v3/service_usage_events (docs/cf-and-uaa.md §5.3); plan fields None if
+    user-provided."""
 
     id: int
     guid: str

@@ -1,4 +1,5 @@
-"""HTTP responses of the simulator and the Cloud Controller's v3 error envelope (cf-api.md 6.1)."""
+"""HTTP responses of the simulator and the Cloud Controller's v3 error envelope
+(docs/cf-and-uaa.md §6.1)."""
 
 import json
 from dataclasses import dataclass

@@ -1,8 +1,8 @@
 """The mutable store behind a Foundation: resources by guid, and every state change with its events.
 
 Each mutation writes the usage events the Cloud Controller's model hooks would write for it
-(cf-api.md 5.4), so the events can never disagree with the state. Resource dicts keep insertion
-order, which is the API's default (id) order; a replaced record keeps its position.
+(docs/cf-and-uaa.md §5.4), so the events can never disagree with the state. Resource dicts keep
+insertion order, which is the API's default (id) order; a replaced record keeps its position.
 """
 
 import random

@@ -1,10 +1,10 @@
 """A small UAA: client-credentials tokens signed RS256, the JWKS and the OpenID discovery, and
 users' tokens for the UI's login (authorization_code grant; the login form is uaa_login.py).
 
-Wire formats are those of cf-api.md section 2. Token times (``iat``/``exp``) are real wall-clock
-time, never the foundation's virtual time, so a client's token refresh logic sees real expiry.
-The same object verifies bearer tokens the way the Cloud Controller does (signature, expiry,
-audience ``cloud_controller``, issuer).
+Wire formats are those of docs/cf-and-uaa.md §2. Token times (``iat``/``exp``) are real
+wall-clock time, never the foundation's virtual time, so a client's token refresh logic sees
+real expiry. The same object verifies bearer tokens the way the Cloud Controller does
+(signature, expiry, audience ``cloud_controller``, issuer).
 """
 
 import base64
@@ -32,7 +32,7 @@ DEFAULT_AUTHORITIES: tuple[str, ...] = (
     "usage.admin",
     "usage.read",
 )
-"""cloud.gov's ``billing`` UAA client (cf-api.md 7.4)."""
+"""cloud.gov's ``billing`` UAA client (docs/cf-and-uaa.md §7.4)."""
 
 _NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
 

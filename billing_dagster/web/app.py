@@ -72,7 +72,7 @@ def serve(host: str, port: int) -> None:
     settings = login_settings(os.environ, port)
     log.info("Dagster UI at %s, behind UAA login (client %s, UAA from %s)",
              settings.public_url, settings.client_id, settings.cf_api_url)
-    # uvicorn leaves the code server running on a plain SIGTERM (dagster-notes 5): make
+    # uvicorn leaves the code server running on a plain SIGTERM (docs/dagster.md §7.2): make
     # SIGTERM unwind like ^C so the workspace context closes it
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with ui_app(settings) as app, contextlib.suppress(KeyboardInterrupt):
