@@ -47,8 +47,9 @@ class S3StorageMeter:
         start = day_floor(now) - timedelta(days=self.lookback_days)
         listed: dict[str, dict[str, str]] = {}
         try:
-            for bucket in aws.call("s3", "list_buckets").get("Buckets", []):
-                listed[bucket["Name"]] = _bucket_tags(aws, bucket["Name"])
+            for page in aws.pages("s3", "list_buckets", "Buckets"):  # past 10,000, in pages
+                for bucket in page:
+                    listed[bucket["Name"]] = _bucket_tags(aws, bucket["Name"])
         except AwsApiError as exc:
             return failed(self.name, now, [], exc, "buckets not all listed")
         guids = {name: instance_guid(tags) for name, tags in listed.items()}
