@@ -23,7 +23,7 @@ dev: install  ## the same set-up, then the Dagster UI on http://localhost:3000
 test: install  ## lint, every test on the local PostgreSQL 15, then again on the embedded 18
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
-	BILLING_TEST_DATABASE=embedded $(BIN)/python -m pytest -m "not embedded and not accuracy and not faults"
+	BILLING_TEST_DATABASE=embedded $(BIN)/python -m pytest -m "not embedded and not accuracy and not faults and not browser"
 
 accuracy: install  ## a month of a 2,000-app foundation checked against the simulator's oracle
 	$(BIN)/python -m tests.accuracy
