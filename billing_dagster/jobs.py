@@ -22,8 +22,10 @@ from billing_dagster.usage.assets import (
 landing_job = dg.define_asset_job(
     "landing_job", selection=[foundation_snapshot, usage_events, aws_readings],
     # run monitoring (dagster.yaml) fails a landing that outlives this: a dead one must not
-    # hold a queue slot for ever
-    tags={"dagster/max_runtime": 1800},
+    # hold a queue slot for ever. billing/queue: dagster.scale-out.yaml runs one landing at a
+    # time (a second at once reads the same CF events and AWS metrics again and lands nothing
+    # new: safe, but a task and API calls wasted).
+    tags={"dagster/max_runtime": 1800, "billing/queue": "landing"},
     description="Land what Cloud Foundry says now (a snapshot and the new usage events), then "
                 "what AWS says of the metered services.")
 metering_job = dg.define_asset_job(

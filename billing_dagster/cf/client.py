@@ -52,10 +52,13 @@ class RetryPolicy:
 
 
 class _Retryable(Exception):
-    def __init__(self, reason: str, wait: float):
+    """A failure worth another attempt; ``sent``: the request may have been acted on."""
+
+    def __init__(self, reason: str, wait: float, *, sent: bool = True):
         super().__init__(reason)
         self.reason = reason
         self.wait = wait
+        self.sent = sent
 
 
 class CloudFoundryClient:
@@ -166,6 +169,16 @@ class CloudFoundryClient:
         url = path_or_url if "://" in path_or_url else self.api_url + path_or_url
         return self._send("GET", url, params=params)
 
+    def post(self, path_or_url: str, body: Mapping[str, Any] | None = None, *,
+             idempotent: bool = False) -> Any:
+        """POST a JSON body (authenticated, JSON-checked). A request that may not be repeated
+        (``idempotent=False``: it creates something) is retried only when it cannot have
+        reached the Cloud Controller (no connection, or a 429); a time-out, a 5xx or a garbled
+        reply fails at once, since a second attempt could create a second one."""
+        url = path_or_url if "://" in path_or_url else self.api_url + path_or_url
+        return self._send("POST", url, json=dict(body) if body is not None else None,
+                          retry_unsure=idempotent)
+
     def pages(self, path: str, params: Mapping[str, str | int] | None = None) -> Iterator[Page]:
         """Every page of a v3 list, following ``pagination.next`` until it is null."""
         url: str | None = self.api_url + path
@@ -196,7 +209,8 @@ class CloudFoundryClient:
                 included.setdefault(kind, []).extend(parents)
         return Page(resources, included)
 
-    def _send(self, method: str, url: str, *, authenticated: bool = True, **kwargs: Any) -> Any:
+    def _send(self, method: str, url: str, *, authenticated: bool = True,
+              retry_unsure: bool = True, **kwargs: Any) -> Any:
         attempt = 0
         refreshed_after_401 = False
         while True:
@@ -212,12 +226,20 @@ class CloudFoundryClient:
                 return self._decode(method, response)
             except httpx.TimeoutException as exc:
                 failure = _Retryable(f"timed out ({type(exc).__name__})",
-                                     self._retry.backoff(attempt))
+                                     self._retry.backoff(attempt),
+                                     sent=not isinstance(exc, httpx.ConnectTimeout))
             except httpx.TransportError as exc:
-                failure = _Retryable(f"transport error: {exc}", self._retry.backoff(attempt))
+                failure = _Retryable(f"transport error: {exc}", self._retry.backoff(attempt),
+                                     sent=not isinstance(exc, httpx.ConnectError))
             except _Retryable as exc:
                 failure = exc if exc.wait >= 0 else _Retryable(exc.reason,
-                                                               self._retry.backoff(attempt))
+                                                               self._retry.backoff(attempt),
+                                                               sent=exc.sent)
+            if failure.sent and not retry_unsure:
+                raise CfApiError(
+                    f"{method} {url} failed: {failure.reason.rstrip('.')}. It was not repeated: "
+                    "the Cloud Controller may have acted on it; look before trying again.",
+                    url=url)
             if attempt >= self._retry.max_attempts:
                 raise CfApiError(
                     f"{method} {url} failed {attempt} times, last: {failure.reason.rstrip('.')}. "
@@ -232,7 +254,7 @@ class CloudFoundryClient:
         status = response.status_code
         url = str(response.request.url)
         if status == 429:
-            raise _Retryable("429 rate limited", self._rate_limit_wait(response))
+            raise _Retryable("429 rate limited", self._rate_limit_wait(response), sent=False)
         if status >= 500:
             raise _Retryable(f"{status} {_error_detail(response)}", -1)
         if status >= 400:

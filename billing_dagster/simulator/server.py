@@ -13,6 +13,8 @@ Control endpoints (no auth, never faulted, not counted in ``requests``):
   lists them;
 - ``GET /_sim/stats`` -> ``{"token_requests", "requests", "now", "apps", "processes",
   "service_instances", "app_events", "service_events"}``;
+- ``POST /_sim/tasks/<guid>/kill`` kills a task's processes as a vanished Diego cell would
+  (``tasks.py``);
 - ``GET /_sim/usage?start=<iso>&end=<iso>`` -> the oracle: what really ran in each UTC hour of
   the window (whole hours, from the foundation's start up to virtual now), as ``{"start",
   "end", "known_from", "rows": [{"hour_start", "meter", "resource", "kind", "unit_seconds",
@@ -25,9 +27,10 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -43,7 +46,8 @@ from billing_dagster.simulator.faults import (
 )
 from billing_dagster.simulator.foundation import Foundation
 from billing_dagster.simulator.responses import ApiError, Response, cf_error_body, json_response
-from billing_dagster.simulator.uaa import DEFAULT_AUTHORITIES, Uaa
+from billing_dagster.simulator.tasks import Tasks, task_route
+from billing_dagster.simulator.uaa import DEFAULT_AUTHORITIES, TASK_AUTHORITIES, TASK_CLIENT, Uaa
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,12 @@ def _last_values(query: str) -> dict[str, str]:
 
 
 class Simulator:
-    """A loopback CF API + UAA serving one Foundation; use as ``with Simulator(f) as sim:``."""
+    """A loopback CF API + UAA serving one Foundation; use as ``with Simulator(f) as sim:``.
+
+    Besides the main client (``client_id``, ``authorities``), the UAA knows ``task_client``
+    (id, secret), which may run tasks. A task's command runs as a local process with
+    ``task_env`` (default: this process's environment) in ``task_cwd`` (``tasks.py``).
+    """
 
     def __init__(
         self,
@@ -74,12 +83,18 @@ class Simulator:
         token_validity_seconds: int = 43_200,
         follow_wall_clock: bool = False,
         authorities: Sequence[str] = DEFAULT_AUTHORITIES,
+        task_client: tuple[str, str] = TASK_CLIENT,
+        task_env: Mapping[str, str] | None = None,
+        task_cwd: Path | None = None,
+        task_grace_seconds: float = 10.0,
     ) -> None:
         self._foundation = foundation
         self._host = host
         self._port = port
         self._follow_wall_clock = follow_wall_clock
-        self._uaa = Uaa(client_id, client_secret, authorities, token_validity_seconds)
+        self._uaa = Uaa(client_id, client_secret, authorities, token_validity_seconds,
+                        other_clients={task_client[0]: (task_client[1], TASK_AUTHORITIES)})
+        self._tasks = Tasks(task_env, task_cwd, task_grace_seconds)
         self._lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._token_requests = 0
@@ -112,6 +127,7 @@ class Simulator:
         server, thread = self._server, self._thread
         if server is None:
             return
+        self._tasks.close()
         server.shutdown()
         server.close_connections()
         server.server_close()
@@ -156,6 +172,11 @@ class Simulator:
     @property
     def client_id(self) -> str:
         return self._uaa.client_id
+
+    @property
+    def tasks(self) -> Tasks:
+        """The tasks run so far (``kill``, ``output``, ``guids``; ``tasks.py``)."""
+        return self._tasks
 
     @property
     def token_requests(self) -> int:
@@ -249,9 +270,16 @@ class Simulator:
                 scopes = self._uaa.verify(headers.get("Authorization"), self.uaa_url)
             except ApiError as error:
                 return error.response()
+        if task_route(method, path):
+            return self._tasks.handle(method, path, body, scopes, base, self._droplet_of)
         request = cc_api.CcRequest(method, path, query, base, scopes)
         with self._lock:
             return cc_api.handle(self._foundation, request)
+
+    def _droplet_of(self, app_guid: str) -> tuple[bool, str | None]:
+        with self._lock:
+            app = self._foundation.apps.get(app_guid)
+        return (app is not None, app.droplet_guid if app is not None else None)
 
     def _catch_up_with_wall_clock(self) -> None:
         wall = datetime.now(UTC)
@@ -318,6 +346,12 @@ class Simulator:
                 return json_response(200, self._stats())
             if path == "/_sim/usage" and method == "GET":
                 return json_response(200, self._true_usage(query))
+            parts = path.split("/")
+            if method == "POST" and len(parts) == 5 and parts[2:5:2] == ["tasks", "kill"]:
+                self._tasks.kill(parts[3])
+                return json_response(200, {"killed": parts[3]})
+        except ApiError as error:
+            return error.response()
         except (ValueError, TypeError) as error:
             return json_response(400, {"error": str(error)})
         return json_response(404, {"error": f"no control endpoint {method} {path}"})

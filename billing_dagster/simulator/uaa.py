@@ -34,6 +34,11 @@ DEFAULT_AUTHORITIES: tuple[str, ...] = (
 )
 """cloud.gov's ``billing`` UAA client (docs/cf-and-uaa.md §7.4)."""
 
+TASK_CLIENT = ("billing-tasks", "billing-tasks-secret")
+TASK_AUTHORITIES: tuple[str, ...] = ("cloud_controller.read", "cloud_controller.write")
+"""A client that may run tasks of the app: read and write scopes (SpaceDeveloper in its space
+on a real foundation, docs/cf-and-uaa.md §10.6); the scale-out run launcher uses it."""
+
 _NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
 
 
@@ -61,7 +66,8 @@ def _oauth_error(
 
 
 class Uaa:
-    """One RSA key and one client; ``uaa_base`` is the UAA's URL, e.g. ``<api>/uaa``."""
+    """One RSA key, one main client and any others (``other_clients``: id -> (secret,
+    authorities)); ``uaa_base`` is the UAA's URL, e.g. ``<api>/uaa``."""
 
     def __init__(
         self,
@@ -69,12 +75,15 @@ class Uaa:
         client_secret: str,
         authorities: Sequence[str] = DEFAULT_AUTHORITIES,
         token_validity_seconds: int = 43_200,
+        other_clients: Mapping[str, tuple[str, Sequence[str]]] | None = None,
     ) -> None:
         if token_validity_seconds < 2:
             raise ValueError("token_validity_seconds must be at least 2")
         self.client_id = client_id
-        self._client_secret = client_secret
         self.authorities = tuple(authorities)
+        self._clients = {cid: (secret, tuple(scopes))
+                         for cid, (secret, scopes) in (other_clients or {}).items()}
+        self._clients[client_id] = (client_secret, self.authorities)
         self._validity = token_validity_seconds
         self._private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._public_key = self._private_key.public_key()
@@ -108,7 +117,8 @@ class Uaa:
             if isinstance(grant, str):
                 return _oauth_error(400, "invalid_grant", grant)
             return json_response(200, self._issue_for_user(grant, method, uaa_base), _NO_STORE)
-        if client_id != self.client_id or secret != self._client_secret:
+        known = self._clients.get(client_id)
+        if known is None or secret != known[0]:
             return _oauth_error(
                 401, "unauthorized", "Bad credentials",
                 (("WWW-Authenticate", 'Basic realm="UAA/client", error="unauthorized", '
@@ -118,14 +128,16 @@ class Uaa:
         if grant_type != "client_credentials":
             return _oauth_error(400, "unsupported_grant_type",
                                 f"Unsupported grant type: {grant_type}")
-        scopes = list(self.authorities)
+        authorities = known[1]
+        scopes = list(authorities)
         if form.get("scope"):
             requested = form["scope"].split()
-            outside = [scope for scope in requested if scope not in self.authorities]
+            outside = [scope for scope in requested if scope not in authorities]
             if outside:
                 return _oauth_error(400, "invalid_scope", f"Invalid scope: {' '.join(outside)}")
-            scopes = [scope for scope in self.authorities if scope in requested]
-        return json_response(200, self._issue(scopes, method, uaa_base), _NO_STORE)
+            scopes = [scope for scope in authorities if scope in requested]
+        return json_response(200, self._issue(client_id, authorities, scopes, method, uaa_base),
+                             _NO_STORE)
 
     @staticmethod
     def _credentials(
@@ -142,25 +154,26 @@ class Uaa:
             return form["client_id"], form.get("client_secret", ""), "client_secret_post"
         return None
 
-    def _issue(self, scopes: list[str], auth_method: str, uaa_base: str) -> dict[str, object]:
+    def _issue(self, client_id: str, authorities: Sequence[str], scopes: list[str],
+               auth_method: str, uaa_base: str) -> dict[str, object]:
         jti = uuid.uuid4().hex
         issued_at = int(time.time())
         claims = {
             "jti": jti,
             "client_auth_method": auth_method,
-            "sub": self.client_id,
-            "authorities": list(self.authorities),
+            "sub": client_id,
+            "authorities": list(authorities),
             "scope": scopes,
-            "client_id": self.client_id,
-            "cid": self.client_id,
-            "azp": self.client_id,
+            "client_id": client_id,
+            "cid": client_id,
+            "azp": client_id,
             "grant_type": "client_credentials",
-            "rev_sig": hashlib.sha256(self.client_id.encode()).hexdigest()[:8],
+            "rev_sig": hashlib.sha256(client_id.encode()).hexdigest()[:8],
             "iat": issued_at,
             "exp": issued_at + self._validity,
             "iss": self.issuer(uaa_base),
             "zid": "uaa",
-            "aud": audience_of(self.client_id, scopes),
+            "aud": audience_of(client_id, scopes),
         }
         token = jwt.encode(
             claims,
