@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from html import unescape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
@@ -18,6 +21,7 @@ from billing_dagster.simulator import Simulator
 
 SIM_START = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 SIM_CLIENT = ("billing", "billing-secret")
+T = TypeVar("T")
 
 
 def cf_client(sim: Simulator, **options) -> CloudFoundryClient:
@@ -155,3 +159,20 @@ _THROTTLING = (b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code
 # hop-by-hop headers and the length, which the proxy sets itself
 _HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive",
                 "content-encoding"}
+
+
+def wait_until(condition: Callable[[], T | None], seconds: float, what: str,
+               deployment_logs: Callable[[], str] = str) -> T:
+    """Poll ``condition`` (once a second, at most ``seconds``) until it returns something
+    true; an HTTP error counts as not yet. Fails naming ``what``, with the processes' logs."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            value = condition()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {seconds:.0f} s for {what}\n{deployment_logs()}")
+        time.sleep(1)

@@ -16,7 +16,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +30,7 @@ from billing_dagster.migrate import MIGRATIONS_DIR
 from billing_dagster.partitions import hourly_keys_between
 from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.simulator.uaa_login import UI_CLIENT
-from tests.support import SIM_CLIENT, conninfo_as_url, free_port, log_in
+from tests.support import SIM_CLIENT, conninfo_as_url, free_port, log_in, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = yaml.safe_load((REPO / "manifest.yml").read_text())
@@ -97,18 +96,11 @@ def deployed(empty_database_url: str, tmp_path: Path) -> Iterator[tuple[str, str
 
 
 def wait_for(condition, seconds: float, what: str, logs: Path):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        time.sleep(1)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-                      for p in sorted(logs.glob("*.log")))
-    raise AssertionError(f"waited {seconds:.0f} s for {what}\n{tails}")
+    def tails() -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                         for p in sorted(logs.glob("*.log")))
+
+    return wait_until(condition, seconds, what, tails)
 
 
 def test_the_manifest_describes_a_web_and_a_worker_process():

@@ -19,14 +19,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -51,7 +50,7 @@ from billing_dagster.usage.assets import aws_readings, foundation_snapshot, usag
 from billing_dagster.usage.aws import read_and_land
 from billing_dagster.usage.measurements import derive_window
 from billing_dagster.usage.recorded import record_measured_hours
-from tests.support import SIM_CLIENT, conninfo_as_url, free_port, log_in
+from tests.support import SIM_CLIENT, conninfo_as_url, free_port, log_in, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 HOUR = timedelta(hours=1)
@@ -64,7 +63,6 @@ DAEMONS = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } 
 LOCATION = """{ workspaceOrError { __typename ... on Workspace {
   locationEntries { name loadStatus locationOrLoadError { __typename } } } } }"""
 NEEDED_DAEMONS = {"SCHEDULER", "SENSOR", "BACKFILL", "QUEUED_RUN_COORDINATOR"}
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -94,23 +92,6 @@ def billing_start_for(now: datetime) -> date:
     today = now.astimezone(NEW_YORK).date()
     last_of_previous_month = today.replace(day=1) - timedelta(days=1)
     return min(today - timedelta(days=2), last_of_previous_month)
-
-
-def wait_until(condition: Callable[[], T | None], seconds: float, what: str,
-               deployment_logs: Callable[[], str] = str) -> T:
-    """Poll ``condition`` (once a second, at most ``seconds``) until it returns something
-    true; an HTTP error counts as not yet. Fails naming ``what``, with the processes' logs."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            value = condition()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {seconds:.0f} s for {what}\n{deployment_logs()}")
-        time.sleep(1)
 
 
 @contextmanager
