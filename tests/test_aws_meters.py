@@ -208,6 +208,32 @@ def test_a_deleted_bucket_counts_nothing_from_the_first_day_without_its_sample(i
     assert sum(v for k, v in got.items() if k[1] == "bucket-gone") == 5 * GIB * 86400
 
 
+def test_a_bucket_gone_before_its_only_sample_is_published_is_charged_by_its_tags(
+        instances, aws):
+    # made after day 0's sample (so it has none), listed all afternoon, deleted at 02:00 on
+    # day 1; S3 sampled it at 00:00 and publishes that sample at 06:00, when it is gone
+    create_bucket(aws, "bucket-brief", INSTANCE_1)
+    create_bucket(aws, "bucket-other", INSTANCE_2)
+    put_bucket_sizes(aws, "bucket-other", {DAY0: GIB})
+    meter = S3StorageMeter()
+    for hour in (14, 15, 23):
+        landed = land(instances, aws, meter, DAY0 + timedelta(hours=hour))
+        assert landed.resources == 2 and landed.samples == 1
+    aws.clients().call("s3", "delete_bucket", Bucket="bucket-brief")
+    put_bucket_sizes(aws, "bucket-brief", {DAY0 + timedelta(days=1): 3 * GIB})
+    put_bucket_sizes(aws, "bucket-other", {DAY0 + timedelta(days=1): GIB})
+    landed = land(instances, aws, meter, DAY0 + timedelta(days=1, hours=6, minutes=1))
+    assert (landed.untagged, landed.unknown_instance) == (0, 0)
+    put_bucket_sizes(aws, "bucket-other", {DAY0 + timedelta(days=2): GIB})
+    land(instances, aws, meter, DAY0 + timedelta(days=2, hours=6, minutes=1))
+    derive_window(instances, DAY0, DAY0 + timedelta(days=3))
+    got = measured(instances, "s3_storage")
+    brief = {k: v for k, v in got.items() if k[1] == "bucket-brief"}
+    assert {k[2:] for k in brief} == {("stored-bytes", "space-1")}
+    assert sum(brief.values()) == 3 * GIB * 86400  # day 1 only: no sample on day 2
+    assert all(k[0].date() == (DAY0 + timedelta(days=1)).date() for k in brief)
+
+
 def test_untagged_and_unknown_instance_resources_are_kept_and_flagged(instances, aws):
     create_bucket(aws, "bucket-untagged", None)
     create_bucket(aws, "bucket-stranger", "0badc0de-0000-4000-8000-00000000dead")

@@ -33,7 +33,11 @@ from billing_dagster.web.login import LoginSettings, UaaLogin
 from tests.support import free_port, log_in
 
 VERSION = "{ version }"
-MUTATION = "mutation SeenIt { setNuxSeen }"
+# a mutation that would change the instance (wiping an asset no code location defines)
+MUTATION = ('mutation WipeIt { wipeAssets(assetPartitionRanges: '
+            '[{assetKey: {path: ["no_such_asset"]}}]) { __typename } }')
+NUX_SEEN = "mutation SeenIt { setNuxSeen }"
+PERMISSIONS = "{ permissions { permission value } }"
 
 
 @contextmanager
@@ -130,12 +134,23 @@ def test_a_reader_sees_the_ui_but_cannot_change_anything(ui, browser):
     assert graphql(reader, ui, VERSION).json()["data"]["version"]
     refused = graphql(reader, ui, MUTATION)
     assert refused.status_code == 403
-    assert "reader may read but not change anything: the GraphQL mutation SeenIt needs the " \
+    assert "reader may read but not change anything: the GraphQL mutation WipeIt needs the " \
            "operator scope (usage.admin)" in refused.json()["errors"][0]["message"]
     # a document with a query and a mutation, naming the mutation, is still a mutation
     both = reader.post(ui + "/graphql", json={"query": f"query V {VERSION} {MUTATION}",
-                                              "operationName": "SeenIt"})
+                                              "operationName": "WipeIt"})
     assert both.status_code == 403
+    # so is a harmless field beside a harmful one
+    mixed = MUTATION.replace("{ wipeAssets", "{ setNuxSeen wipeAssets")
+    assert graphql(reader, ui, mixed).status_code == 403
+    # dismissing the community pop-up changes nothing but the reader's own view: it passes
+    seen = graphql(reader, ui, NUX_SEEN)
+    assert seen.status_code == 200 and seen.json()["data"] == {"setNuxSeen": True}
+    # and Dagster itself treats the reader as read-only, so its UI offers no launch button
+    granted = {p["permission"]: p["value"]
+               for p in graphql(reader, ui, PERMISSIONS).json()["data"]["permissions"]}
+    assert granted["launch_partition_backfill"] is False
+    assert not any(granted.values()), granted
     assert reader.post(ui + "/report_asset_materialization/hourly_measurements").status_code \
         == 403
     # the websocket: subscriptions yes, a mutation sent over it closes it
@@ -153,7 +168,12 @@ def test_an_operator_can_mutate(ui, browser):
     operator = browser()
     log_in(operator, ui, "operator")
     done = graphql(operator, ui, MUTATION)
-    assert done.status_code == 200 and done.json()["data"] == {"setNuxSeen": True}
+    assert done.status_code == 200
+    assert done.json()["data"]["wipeAssets"]["__typename"] == "AssetWipeSuccess"
+    granted = {p["permission"]: p["value"]
+               for p in graphql(operator, ui, PERMISSIONS).json()["data"]["permissions"]}
+    assert granted["launch_partition_backfill"] is True
+    assert granted["wipe_assets"] is True
 
 
 def test_a_user_without_a_billing_scope_is_refused(ui, browser):

@@ -38,6 +38,18 @@ class AwsSample:
 
 
 @dataclass(frozen=True)
+class AwsListed:
+    """A resource a reading listed, with its tags, but holds no sample of (a bucket made since
+    S3's last daily sample). Landed as a resource, so that a sample published after the
+    resource is gone is still charged by the tags it had while listed."""
+
+    natural_id: str
+    name: str | None
+    instance_guid: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class AwsReading:
     """One meter's reading. ``complete``: every resource was read, so a resource missing from
     it is gone (sampled gauges). ``settled``: the span whose samples are final (daily gauges:
@@ -50,6 +62,7 @@ class AwsReading:
     complete: bool
     settled: tuple[datetime, datetime] | None = None
     error: str | None = None
+    listed: list[AwsListed] = field(default_factory=list)  # listed, not sampled
 
     @property
     def status(self) -> str:
@@ -59,7 +72,7 @@ class AwsReading:
 
     @property
     def resources(self) -> int:
-        return len({s.natural_id for s in self.samples})
+        return len({s.natural_id for s in self.samples} | {r.natural_id for r in self.listed})
 
 
 class AwsMeter(Protocol):

@@ -5,7 +5,11 @@ stamped 00:00 UTC, a day or so late. The day's sample (summed over storage types
 every hour of that day, in byte-seconds: carried by design, complete once the day's samples are
 published. A reading re-reads the last few days (``lookback_days``) so late samples land, and
 also asks about buckets seen lately that are no longer listed: a deleted bucket's last samples
-still count, and a day with no sample for a bucket counts 0 from that day on. cloud.gov charges
+still count, and a day with no sample for a bucket counts 0 from that day on. A listed bucket
+with no sample yet is remembered with its tags (``AwsListed``): S3 samples a bucket at 00:00 and
+publishes the sample hours later, so a bucket made on one day and deleted early the next has
+its one sample published after the last listing, and is charged by the tags read while it was
+listed (never as untagged). cloud.gov charges
 1 credit per 400 GB stored per month.
 """
 
@@ -17,6 +21,7 @@ from datetime import datetime, timedelta
 from billing_dagster.aws.client import AwsApiError, AwsClients, error_code, tags_of
 from billing_dagster.meters.aws import (
     ONE_DAY,
+    AwsListed,
     AwsReading,
     AwsSample,
     MetricQuery,
@@ -82,9 +87,14 @@ class S3StorageMeter:
                              details={"listed": bucket in listed,
                                       **cf_details(listed.get(bucket, {}))})
                    for (bucket, day), size in sorted(per_day.items())]
+        sampled = {bucket for bucket, _ in per_day}
+        unsampled = [AwsListed(natural_id=bucket, name=bucket, instance_guid=guids[bucket],
+                               details={"listed": True, **cf_details(tags)})
+                     for bucket, tags in sorted(listed.items()) if bucket not in sampled]
         newest = max((day for _, day in per_day), default=None)
         settled = (start, newest + ONE_DAY) if newest is not None else None
-        return AwsReading(self.name, now, samples, complete=True, settled=settled)
+        return AwsReading(self.name, now, samples, complete=True, settled=settled,
+                          listed=unsampled)
 
 
 def _bucket_tags(aws: AwsClients, bucket: str) -> dict[str, str]:

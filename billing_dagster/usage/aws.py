@@ -74,8 +74,10 @@ def land_aws_reading(conn: psycopg.Connection, reading: AwsReading, basis: str,
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(query("create_aws_staging"))
         copy_rows(cur, "copy_stage_aws", [
-            (s.natural_id, s.name, s.instance_guid, json.dumps(s.details), s.at, s.value)
-            for s in reading.samples])
+            *((s.natural_id, s.name, s.instance_guid, json.dumps(s.details), s.at, s.value)
+              for s in reading.samples),
+            *((r.natural_id, r.name, r.instance_guid, json.dumps(r.details), None, None)
+              for r in reading.listed)])
         cur.execute("ANALYZE stage_aws")
         cur.execute(query("insert_aws_reading"), {
             **params, "status": reading.status, "resources": reading.resources,

@@ -3,9 +3,14 @@ UAA login (login.py) in front, on uvicorn.
 
     python -m billing_dagster.web [--host 0.0.0.0] [--port $PORT]
 
-Dagster 1.13 has no public way to build the webserver's app from a workspace file: the two
-private imports below are the ones dagster-webserver's own CLI uses, kept to this module, and
-tests/test_web.py starts the app through them, so an upgrade that moves them fails there first.
+A reader's requests get Dagster's own read-only request context (what ``dagster-webserver
+--read-only`` gives everyone): the UI greys out Materialize, backfills and schedule switches for
+them, and Dagster refuses those mutations itself, behind the login's own refusal.
+
+Dagster 1.13 has no public way to build the webserver's app from a workspace file, nor to choose
+read-only per request: the private imports below are the ones dagster-webserver's own CLI uses,
+kept to this module, and tests/test_web.py starts the app through them, so an upgrade that
+moves them fails there first (docs/dagster.md §6).
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ from pathlib import Path
 
 import uvicorn
 from dagster import DagsterInstance
-from dagster._core.workspace.context import WorkspaceProcessContext  # see the module doc
+from dagster._core.workspace.context import (  # see the module doc
+    WorkspaceProcessContext,
+    WorkspaceRequestContext,
+)
 from dagster._core.workspace.load_target import WorkspaceFileTarget  # see the module doc
 from dagster_webserver.app import create_app_from_workspace_process_context
 from dagster_webserver.version import __version__ as webserver_version
@@ -56,13 +64,32 @@ def login_settings(env: Mapping[str, str], port: int) -> LoginSettings:
     return settings
 
 
+class RoleAwareWorkspace(WorkspaceProcessContext):
+    """The webserver's workspace context, read-only for every request the login did not mark
+    as an operator's (``scope["state"]["billing_user"]``, set by ``UaaLogin``)."""
+
+    def create_request_context(self, source: object | None = None) -> WorkspaceRequestContext:
+        return WorkspaceRequestContext(
+            instance=self.instance, current_workspace=self.get_current_workspace(),
+            process_context=self, version=self.version, source=source,
+            read_only=self.read_only or role_of(source) != "operator")
+
+
+def role_of(connection: object | None) -> str | None:
+    """The role the login gave the request behind ``connection`` (a Starlette connection)."""
+    scope = getattr(connection, "scope", None)
+    state = scope.get("state") if isinstance(scope, dict) else None
+    user = state.get("billing_user") if isinstance(state, dict) else None
+    return user.get("role") if isinstance(user, dict) else None
+
+
 @contextlib.contextmanager
 def ui_app(settings: LoginSettings, workspace: Path = REPO_ROOT / "workspace.yaml",
            instance: DagsterInstance | None = None) -> Iterator[UaaLogin]:
     """The webserver's ASGI app for ``workspace`` behind the login, while the block runs
     (the workspace context owns the code server it starts)."""
     instance = instance or DagsterInstance.get()
-    with WorkspaceProcessContext(
+    with RoleAwareWorkspace(
             instance, version=webserver_version,
             workspace_load_target=WorkspaceFileTarget(paths=[str(workspace)])) as context:
         yield UaaLogin(create_app_from_workspace_process_context(context), settings)

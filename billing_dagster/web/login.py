@@ -15,7 +15,10 @@ Every request verifies the session token again (the keys are cached). The token'
 the role: the operator scope (``usage.admin``) may do anything the UI offers; the reader scope
 (``usage.read``) may look at everything, but GraphQL mutations (launching runs and backfills,
 turning schedules and sensors on and off, wiping, terminating) and the asset-reporting POST
-endpoints are refused with 403, over HTTP and over the websocket. A browser without a session is
+endpoints are refused with 403, over HTTP and over the websocket; only mutations that change
+nothing but the reader's own view (``HARMLESS_MUTATIONS``: dismissing the community pop-up) pass.
+The webserver behind gives readers Dagster's read-only request context too (web/app.py), so the
+UI does not offer them what the login would refuse. A browser without a session is
 redirected to the login; an API call or a websocket is refused (401, close 4401). Tokens and
 secrets are never logged.
 """
@@ -38,7 +41,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import httpx
 import jwt
-from graphql import OperationDefinitionNode, OperationType, parse
+from graphql import FieldNode, OperationDefinitionNode, OperationType, parse
 from graphql.error import GraphQLError
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,9 @@ SESSION_COOKIE = "billing_session"
 LOGIN_COOKIE = "billing_login"
 LOGIN_COOKIE_SECONDS = 600
 OPEN_PATHS = frozenset({"/healthz"})
+# top-level mutation fields a reader may run: setNuxSeen records that the community pop-up
+# was seen (the UI sends it when anyone dismisses it)
+HARMLESS_MUTATIONS = frozenset({"setNuxSeen"})
 # POST endpoints of the webserver that write to the instance (outside GraphQL)
 REPORTING_PREFIXES = ("/report_asset_materialization/", "/report_asset_check/",
                       "/report_asset_observation/")
@@ -372,8 +378,8 @@ def _graphql_documents(body: bytes) -> list[tuple[str, str | None]]:
 
 
 def _mutation_in(text: str, operation_name: str | None) -> str | None:
-    """The name of the mutation the document would run, or None (a query, a subscription, or
-    nothing GraphQL could run)."""
+    """The name of the mutation the document would run, or None (a query, a subscription, a
+    mutation of ``HARMLESS_MUTATIONS`` only, or nothing GraphQL could run)."""
     try:
         document = parse(text)
     except GraphQLError:
@@ -384,8 +390,12 @@ def _mutation_in(text: str, operation_name: str | None) -> str | None:
         name = node.name.value if node.name else None
         if operation_name and name != operation_name:
             continue
-        if node.operation == OperationType.MUTATION:
-            return name or "(anonymous)"
+        if node.operation != OperationType.MUTATION:
+            continue
+        fields = {selection.name.value for selection in node.selection_set.selections
+                  if isinstance(selection, FieldNode)}
+        if len(fields) != len(node.selection_set.selections) or fields - HARMLESS_MUTATIONS:
+            return name or "(anonymous)"  # fragments at the top are refused too
     return None
 
 

@@ -1,14 +1,16 @@
 -- name: create_aws_staging
--- The samples one AWS reading made of one meter, COPYed here; dropped at commit.
+-- The samples one AWS reading made of one meter, COPYed here, and the resources it listed
+-- without a sample (`at` and `value` NULL); dropped at commit.
 DROP TABLE IF EXISTS stage_aws, aws_resource, aws_sample;
 CREATE TEMP TABLE stage_aws (
     natural_id text NOT NULL, name text, instance_guid text, details jsonb NOT NULL,
-    at timestamptz NOT NULL, value bigint NOT NULL
+    at timestamptz, value bigint,
+    CHECK ((at IS NULL) = (value IS NULL))
 ) ON COMMIT DROP;
 
 -- name: copy_stage_aws
 -- COPY target for one sample: a gauge's value from `at` on, or a counter's sum for the hour
--- starting at `at`.
+-- starting at `at`; or a resource listed without a sample (both NULL).
 COPY stage_aws (natural_id, name, instance_guid, details, at, value) FROM STDIN
 
 -- name: insert_aws_reading
@@ -34,7 +36,7 @@ SELECT DISTINCT ON (s.natural_id)
   FROM stage_aws s
   LEFT JOIN billing.resource si
          ON si.meter = 'cfservices' AND si.natural_id = lower(s.instance_guid)
- ORDER BY s.natural_id, s.at DESC;
+ ORDER BY s.natural_id, s.at DESC NULLS LAST;
 
 -- name: insert_aws_kinds
 -- The kinds the reading's resources fall in; one the catalog has not named is a stub, flagged
@@ -66,7 +68,8 @@ SELECT r.id AS resource_id, k.id AS kind_id, s.at, s.value
   FROM stage_aws s
   JOIN aws_resource a ON a.natural_id = s.natural_id
   JOIN billing.resource r ON r.meter = %(meter)s AND r.natural_id = s.natural_id
-  JOIN billing.resource_kind k ON k.meter = %(meter)s AND k.natural_id = a.kind_natural_id;
+  JOIN billing.resource_kind k ON k.meter = %(meter)s AND k.natural_id = a.kind_natural_id
+ WHERE s.at IS NOT NULL;
 
 -- name: insert_aws_observations
 -- A gauge's samples as observations: the value holds from `at` until the resource's next one.
@@ -125,13 +128,14 @@ SELECT s.resource_id, s.at, %(reading_id)s, s.kind_id, s.value
          WHERE newest.value = s.value AND newest.resource_kind_id = s.kind_id);
 
 -- name: known_aws_resources
--- A meter's resources seen since `since` and the Instance GUID they were tagged with, so that
--- a reading also asks CloudWatch about those no longer listed (a bucket deleted yesterday
--- still has samples), attributed as they were.
+-- A meter's resources seen since `since` (first listed, or with usage) and the Instance GUID
+-- they were tagged with, so that a reading also asks CloudWatch about those no longer listed
+-- (a bucket deleted yesterday still has samples), attributed as they were.
 SELECT r.natural_id, r.details ->> 'instance_guid' AS instance_guid
   FROM billing.resource r
  WHERE r.meter = %(meter)s
-   AND (EXISTS (SELECT 1 FROM billing.observation o
+   AND (r.first_seen_at >= %(since)s
+        OR EXISTS (SELECT 1 FROM billing.observation o
                  WHERE o.resource_id = r.id AND o.observed_at >= %(since)s)
         OR EXISTS (SELECT 1 FROM billing.counted_usage c
                     WHERE c.resource_id = r.id AND c.hour_start >= %(since)s));
