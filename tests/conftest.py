@@ -27,6 +27,18 @@ LOCAL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 RUN_TAG = uuid.uuid4().hex[:8]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the embedded server (the second run of `make test`), run again only the tests whose
+    databases come from ``admin_url``: the others (the simulator, the clients, the processes
+    started against a server of their own) would repeat the first run to the letter."""
+    if os.environ.get("BILLING_TEST_DATABASE") != "embedded":
+        return
+    on_server = [i for i in items if "admin_url" in getattr(i, "fixturenames", ())]
+    if len(on_server) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in on_server])
+        items[:] = on_server
+
+
 @pytest.fixture(scope="session")
 def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The server the tests create their databases on.
