@@ -33,9 +33,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     started against a server of their own) would repeat the first run to the letter."""
     if os.environ.get("BILLING_TEST_DATABASE") != "embedded":
         return
-    on_server = [i for i in items if "admin_url" in getattr(i, "fixturenames", ())]
-    if len(on_server) < len(items):
-        config.hook.pytest_deselected(items=[i for i in items if i not in on_server])
+    on_server, repeated = [], []
+    for item in items:
+        (on_server if "admin_url" in getattr(item, "fixturenames", ()) else repeated).append(item)
+    if repeated:
+        config.hook.pytest_deselected(items=repeated)
         items[:] = on_server
 
 

@@ -90,6 +90,12 @@ def graphql(client: httpx.Client, base: str, query: str) -> httpx.Response:
     return client.post(base + "/graphql", json={"query": query})
 
 
+def permissions(client: httpx.Client, base: str) -> dict[str, bool]:
+    """What Dagster says the session may do (its ``permissions`` query)."""
+    answer = graphql(client, base, PERMISSIONS).json()["data"]["permissions"]
+    return {p["permission"]: p["value"] for p in answer}
+
+
 def cookie_header(client: httpx.Client) -> str:
     return "; ".join(f"{c.name}={c.value}" for c in client.cookies.jar)
 
@@ -147,8 +153,7 @@ def test_a_reader_sees_the_ui_but_cannot_change_anything(ui, browser):
     seen = graphql(reader, ui, NUX_SEEN)
     assert seen.status_code == 200 and seen.json()["data"] == {"setNuxSeen": True}
     # and Dagster itself treats the reader as read-only, so its UI offers no launch button
-    granted = {p["permission"]: p["value"]
-               for p in graphql(reader, ui, PERMISSIONS).json()["data"]["permissions"]}
+    granted = permissions(reader, ui)
     assert granted["launch_partition_backfill"] is False
     assert not any(granted.values()), granted
     assert reader.post(ui + "/report_asset_materialization/hourly_measurements").status_code \
@@ -170,8 +175,7 @@ def test_an_operator_can_mutate(ui, browser):
     done = graphql(operator, ui, MUTATION)
     assert done.status_code == 200
     assert done.json()["data"]["wipeAssets"]["__typename"] == "AssetWipeSuccess"
-    granted = {p["permission"]: p["value"]
-               for p in graphql(operator, ui, PERMISSIONS).json()["data"]["permissions"]}
+    granted = permissions(operator, ui)
     assert granted["launch_partition_backfill"] is True
     assert granted["wipe_assets"] is True
 

@@ -82,15 +82,15 @@ class S3StorageMeter:
             bucket = key.split("\t", 1)[0]
             for day, size in by_day.items():
                 per_day[bucket, day] = per_day.get((bucket, day), 0) + size
+        details = {bucket: {"listed": bucket in listed, **cf_details(listed.get(bucket, {}))}
+                   for bucket in guids}
         samples = [AwsSample(natural_id=bucket, name=bucket, instance_guid=guids[bucket],
-                             at=day, value=size,
-                             details={"listed": bucket in listed,
-                                      **cf_details(listed.get(bucket, {}))})
+                             at=day, value=size, details=details[bucket])
                    for (bucket, day), size in sorted(per_day.items())]
         sampled = {bucket for bucket, _ in per_day}
         unsampled = [AwsListed(natural_id=bucket, name=bucket, instance_guid=guids[bucket],
-                               details={"listed": True, **cf_details(tags)})
-                     for bucket, tags in sorted(listed.items()) if bucket not in sampled]
+                               details=details[bucket])
+                     for bucket in sorted(listed) if bucket not in sampled]
         newest = max((day for _, day in per_day), default=None)
         settled = (start, newest + ONE_DAY) if newest is not None else None
         return AwsReading(self.name, now, samples, complete=True, settled=settled,

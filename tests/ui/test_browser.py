@@ -175,14 +175,20 @@ def open_tab(driver: WebDriver, title: str) -> None:
                   f"[normalize-space()='{title}']", f"the {title} tab")
 
 
-def graphql(driver: WebDriver, deployment: Deployment, query: str,
-            variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A GraphQL query with the browser's session (its HttpOnly cookie)."""
+def post_graphql(driver: WebDriver, deployment: Deployment, query: str,
+                 variables: dict[str, Any] | None = None) -> httpx.Response:
+    """A GraphQL request with the browser's session (its HttpOnly cookie), as sent."""
     cookie = driver.get_cookie("billing_session")
     assert cookie is not None, "the browser holds no session cookie"
-    answer = httpx.post(deployment.url + "/graphql", timeout=60,
-                        json={"query": query, "variables": variables or {}},
-                        cookies={"billing_session": cookie["value"]})
+    return httpx.post(deployment.url + "/graphql", timeout=60,
+                      json={"query": query, "variables": variables or {}},
+                      cookies={"billing_session": cookie["value"]})
+
+
+def graphql(driver: WebDriver, deployment: Deployment, query: str,
+            variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A GraphQL query with the browser's session that must succeed: its data."""
+    answer = post_graphql(driver, deployment, query, variables)
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert not body.get("errors"), body
@@ -420,10 +426,7 @@ def test_06_a_reader_cannot_launch_a_materialization(browsers, deployment, scree
 
     # a launch sent anyway, as a script with the reader's session would, is refused at the door
     started = time.time()
-    cookie = reader.get_cookie("billing_session")
-    assert cookie is not None
-    launch = httpx.post(deployment.url + "/graphql", timeout=60, json={"query": LAUNCH},
-                        cookies={"billing_session": cookie["value"]})
+    launch = post_graphql(reader, deployment, LAUNCH)
     assert launch.status_code == 403, launch.text
     assert launch.json()["errors"][0]["message"] == (
         "reader may read but not change anything: the GraphQL mutation LaunchIt needs the "
