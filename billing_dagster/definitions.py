@@ -43,6 +43,7 @@ from billing_dagster.usage.assets import (
     hourly_measurements,
     usage_events,
 )
+from billing_dagster.usage.sensors import remeasure_sensor
 
 # customer_balances follows the ledger, customer_runway the metering runs and the ledger, by
 # themselves; Dagster's default automation sensor starts stopped, so this one is declared running.
@@ -68,8 +69,9 @@ defs = dg.Definitions(
             ledger_entries, customer_balances, monthly_statements, customer_runway],
     jobs=[landing_job, metering_job, repricing_job, ledger_job, catalog_job],
     schedules=[landing_schedule, ledger_schedule],
-    sensors=[catalog_file_sensor, metering_after_landing_sensor, unknown_kinds_sensor,
-             repricing_sensor, reposting_sensor, runway_alerts_sensor, automation_sensor],
+    sensors=[catalog_file_sensor, metering_after_landing_sensor, remeasure_sensor,
+             unknown_kinds_sensor, repricing_sensor, reposting_sensor, runway_alerts_sensor,
+             automation_sensor],
     resources=resources(),
 )
 

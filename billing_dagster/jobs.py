@@ -19,6 +19,10 @@ from billing_dagster.usage.assets import (
     usage_events,
 )
 
+# The tag of a metering run that measures hours again after data changed them landed late
+# (remeasure_sensor): the newest reading that changed them.
+REMEASURED = "billing/remeasured_after_reading"
+
 landing_job = dg.define_asset_job(
     "landing_job", selection=[foundation_snapshot, usage_events, aws_readings],
     # run monitoring (dagster.yaml) fails a landing that outlives this: a dead one must not

@@ -13,7 +13,7 @@ everything stored is UTC and every duration comes from UTC timestamps.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -22,6 +22,8 @@ BUSINESS_TIMEZONE = "America/New_York"
 # The tags that make one run cover a range of partitions (a single-run backfill).
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
+# The tag of a run of one partition.
+PARTITION = "dagster/partition"
 
 hourly_partitions = dg.HourlyPartitionsDefinition(
     start_date="2025-01-01-00:00", timezone=BUSINESS_TIMEZONE
@@ -36,6 +38,18 @@ def utc_window(window: dg.TimeWindow) -> tuple[datetime, datetime]:
 def hourly_keys_between(start: datetime, end: datetime) -> list[str]:
     """The hourly partition keys covering [start, end), in order."""
     return list(hourly_partitions.get_partition_keys_in_time_window(dg.TimeWindow(start, end)))
+
+
+def contiguous(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
+    """Sorted hour starts grouped into [start, end) windows of consecutive hours."""
+    ranges: list[tuple[datetime, datetime]] = []
+    for hour in hours:
+        if ranges and ranges[-1][1] == hour:
+            ranges[-1] = (ranges[-1][0], hour + timedelta(hours=1))
+        else:
+            ranges.append((hour, hour + timedelta(hours=1)))
+    return ranges
+
 
 monthly_partitions = dg.MonthlyPartitionsDefinition(
     start_date="2025-01", fmt="%Y-%m", timezone=BUSINESS_TIMEZONE

@@ -29,6 +29,10 @@ HOUR = timedelta(hours=1)
 
 @pytest.fixture
 def instances(conn):
+    return land_two_instances(conn)
+
+
+def land_two_instances(conn):
     """Two managed service instances landed from CF: INSTANCE_1 in space-1, INSTANCE_2 in
     space-2 (present from DAY0 - 1 day)."""
     land_snapshot(conn, Snapshot(DAY0 - timedelta(days=1), Inventory(

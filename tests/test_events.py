@@ -22,10 +22,14 @@ H10 = START + timedelta(hours=1)
 
 @pytest.fixture
 def quiet_sim():
+    with quiet_simulator() as sim:
+        yield sim
+
+
+def quiet_simulator() -> Simulator:
     """A foundation that changes only when a test says so."""
     foundation = Foundation(seed=5, apps=12, service_instances=10, start=START, evolve=False)
-    with Simulator(foundation, client_id=SIM_CLIENT[0], client_secret=SIM_CLIENT[1]) as sim:
-        yield sim
+    return Simulator(foundation, client_id=SIM_CLIENT[0], client_secret=SIM_CLIENT[1])
 
 
 def land_all(conn, sim: Simulator, at: datetime) -> None:

@@ -11,6 +11,7 @@ from psycopg.types.range import Range
 from billing_dagster.jobs import hours_to_meter, metering_after_landing_sensor
 from billing_dagster.ledger.assets import ledger_entries
 from billing_dagster.partitions import (
+    contiguous,
     hourly_keys_between,
     hourly_partitions,
     monthly_partitions,
@@ -20,7 +21,6 @@ from billing_dagster.pricing.assets import priced_postings
 from billing_dagster.pricing.sensors import (
     RANGE_END,
     RANGE_START,
-    contiguous,
     reposting_sensor,
     repricing_sensor,
     unknown_kinds_sensor,

@@ -1,25 +1,24 @@
 """Sensors of the pricing domain: unknown resource kinds, and re-pricing after catalog loads."""
 
-from collections.abc import Iterator
-from datetime import datetime, timedelta
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
 from psycopg.rows import dict_row
 
 from billing_dagster.alerts import alert_webhook_url, post_alert
-from billing_dagster.jobs import ledger_job, repricing_job
+from billing_dagster.jobs import REMEASURED, ledger_job, metering_job, repricing_job
 from billing_dagster.partitions import (
+    PARTITION,
     RANGE_END,
     RANGE_START,
+    contiguous,
     hourly_keys_between,
     hourly_partitions,
     monthly_partitions,
 )
 from billing_dagster.resources import BillingDatabase
 from billing_dagster.sql import query
-
-HOUR = timedelta(hours=1)
 
 
 @dg.sensor(name="unknown_kinds_sensor", minimum_interval_seconds=300,
@@ -88,30 +87,29 @@ def repricing_sensor(context: dg.SensorEvaluationContext,
 
 
 @dg.run_status_sensor(name="reposting_sensor", run_status=dg.DagsterRunStatus.SUCCESS,
-                      monitored_jobs=[repricing_job],
+                      monitored_jobs=[repricing_job, metering_job],
                       request_job=ledger_job, default_status=dg.DefaultSensorStatus.RUNNING,
-                      description="When a re-pricing run succeeds, posts the months it touched "
-                                  "again (only the difference is posted).")
+                      description="When a re-pricing run, or a metering run that measured hours "
+                                  "again after late data (remeasure_sensor), succeeds, posts the "
+                                  "months it touched again (only the difference is posted).")
 def reposting_sensor(context: dg.RunStatusSensorContext) -> Iterator[dg.RunRequest]:
-    tags = context.dagster_run.tags
-    if RANGE_START not in tags:
+    run = context.dagster_run
+    if run.job_name == metering_job.name and REMEASURED not in run.tags:
+        return  # the hourly metering: its month is posted by the monthly schedule
+    window = run_window(run.tags)
+    if window is None:
         return
-    months = months_of_range(tags[RANGE_START], tags[RANGE_END])
-    for month in months:
-        yield dg.RunRequest(run_key=f"{context.dagster_run.run_id}-{month}",
-                            partition_key=month,
-                            tags={"billing/repriced_by": context.dagster_run.run_id})
+    for month in months_of_range(*window):
+        yield dg.RunRequest(run_key=f"{run.run_id}-{month}", partition_key=month,
+                            tags={"billing/repriced_by": run.run_id})
 
 
-def contiguous(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
-    """Sorted hour starts grouped into [start, end) windows of consecutive hours."""
-    ranges: list[tuple[datetime, datetime]] = []
-    for hour in hours:
-        if ranges and ranges[-1][1] == hour:
-            ranges[-1] = (ranges[-1][0], hour + HOUR)
-        else:
-            ranges.append((hour, hour + HOUR))
-    return ranges
+def run_window(tags: Mapping[str, str]) -> tuple[str, str] | None:
+    """The first and last hourly partition a run covered (a range or one partition)."""
+    if RANGE_START in tags:
+        return tags[RANGE_START], tags[RANGE_END]
+    key = tags.get(PARTITION)
+    return (key, key) if key else None
 
 
 def months_of_range(first_key: str, last_key: str) -> list[str]:

@@ -97,6 +97,9 @@ def derive_window(conn: psycopg.Connection, start: datetime, end: datetime, *,
     window = {"window_start": start, "window_end": end}
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('billing.hourly_measurement'))")
+        # read before anything else: a reading that commits while the window is derived has a
+        # greater id, so remeasure_sensor measures the window again rather than miss it
+        newest = cur.execute(query("newest_reading")).fetchone()
         cur.execute(query("delete_measurements"), window)
         cur.execute(query("derive_measurements"), window)
         rows = cur.rowcount
@@ -109,6 +112,8 @@ def derive_window(conn: psycopg.Connection, start: datetime, end: datetime, *,
             cur.execute(query("find_interpolable_hours"), window)
             cur.execute(query("interpolate_hours"))
             cur.execute(query("insert_interpolated"))
+        cur.execute(query("stamp_coverage"),
+                    {**window, "measured_through": newest[0] if newest else 0})
     return summarize_window(conn, start, end, rows)
 
 

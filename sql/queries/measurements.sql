@@ -51,6 +51,15 @@ SELECT h.hour_start, s.resource_id, s.resource_kind_id,
 DELETE FROM billing.hour_coverage
  WHERE hour_start >= %(window_start)s AND hour_start < %(window_end)s;
 
+-- name: newest_reading
+-- The newest reading a derivation starting now can see (0 before the first landing).
+SELECT coalesce(max(id), 0) AS id FROM billing.reading;
+
+-- name: stamp_coverage
+-- Record on a derived window's hours the newest reading their derivation could see.
+UPDATE billing.hour_coverage SET measured_through = %(measured_through)s
+ WHERE hour_start >= %(window_start)s AND hour_start < %(window_end)s;
+
 -- name: derive_coverage
 -- For each hour and meter, what the landed data determines. Usage events cover a span when
 -- every change in it is landed (pages of events on top of a base snapshot, or the history
