@@ -76,7 +76,30 @@ def starting_at(defs: dg.Definitions, start: date) -> dg.Definitions:
             return spec.replace_attributes(partitions_def=monthly)
         return spec
 
-    return defs.map_asset_specs(func=restart)
+    mapped = defs.map_asset_specs(func=restart)
+    # map_asset_specs leaves asset checks' partitions as they were, and a partitioned check
+    # must share its asset's: rebuild the assets whose checks are hourly (hour_complete)
+    return dg.Definitions(
+        assets=[_with_hourly_checks(a, hourly) if isinstance(a, dg.AssetsDefinition) else a
+                for a in mapped.assets or []],
+        asset_checks=mapped.asset_checks, jobs=mapped.jobs, schedules=mapped.schedules,
+        sensors=mapped.sensors, resources=mapped.resources, executor=mapped.executor,
+        loggers=mapped.loggers, metadata=mapped.metadata)
+
+
+def _with_hourly_checks(assets_def: dg.AssetsDefinition,
+                        hourly: dg.HourlyPartitionsDefinition) -> dg.AssetsDefinition:
+    checks = assets_def.node_check_specs_by_output_name
+    if not any(isinstance(c.partitions_def, dg.HourlyPartitionsDefinition)
+               for c in checks.values()):
+        return assets_def
+    # Dagster has no public way to replace a check's partitions on a built asset (1.13)
+    attributes = assets_def.get_attributes_dict()
+    attributes["check_specs_by_output_name"] = {
+        name: c._replace(partitions_def=hourly)
+        if isinstance(c.partitions_def, dg.HourlyPartitionsDefinition) else c
+        for name, c in checks.items()}
+    return dg.AssetsDefinition.dagster_internal_init(**attributes)
 
 
 def month_before(moment: datetime) -> date:

@@ -10,10 +10,15 @@ import dagster as dg
 import pytest
 
 from billing_dagster.definitions import code_location
+from billing_dagster.partitions import RANGE_END, RANGE_START, hourly_keys_between
+from billing_dagster.pricing.assets import priced_postings
+from billing_dagster.resources import BillingDatabase
 from billing_dagster.settings import ConfigError, billing_start
+from billing_dagster.usage.assets import hourly_measurements
 from billing_dagster.usage.measurements import derive_window
 from billing_dagster.usage.recorded import MEASURED_BY, record_measured_hours
 from tests.support import conninfo_as_url
+from tests.test_events import H10, START, land_all, pick_app, quiet_simulator
 from tests.test_measurements import app, land
 
 NOW = datetime(2026, 12, 5, 9, tzinfo=UTC)
@@ -93,3 +98,56 @@ def test_hours_measured_outside_dagster_are_recorded_per_partition(conn):
         assert materialization.metadata["measured"] == dg.TextMetadataValue(
             "a test, outside Dagster")
         assert materialization.tags == {MEASURED_BY: "a-test"}
+
+
+def test_a_run_of_many_hours_gives_each_partition_its_own_hour_and_hour_complete_check(
+        conn, db_url):
+    """A single-run backfill of four hours: each hourly partition shows its own hour's rows
+    and microcredits (not the run's), and its hour_complete check fails exactly where the
+    landed data does not determine the hour (the hour before anything was landed)."""
+    with quiet_simulator() as sim:
+        land_all(conn, sim, START + timedelta(minutes=5))
+        app_, _ = pick_app(sim, "STOPPED")
+        sim.foundation.start_app(app_.guid, H10 + timedelta(minutes=20))
+        for hour in (1, 2):
+            land_all(conn, sim, H10 + timedelta(hours=hour, minutes=5))
+    first, end = START - timedelta(hours=1), H10 + timedelta(hours=2)
+    keys = hourly_keys_between(first, end)
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([hourly_measurements, priced_postings], instance=instance,
+                              resources={"db": BillingDatabase(url=db_url)},
+                              tags={RANGE_START: keys[0], RANGE_END: keys[-1]}).success
+        checks = {r.partition: r.status.value for r in
+                  instance.event_log_storage.get_asset_check_execution_history(
+                      dg.AssetCheckKey(dg.AssetKey("hourly_measurements"), "hour_complete"),
+                      limit=10)}
+        shown = {}
+        for asset in HOURLY:
+            for key in keys:
+                (record,) = instance.fetch_materializations(dg.AssetRecordsFilter(
+                    asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1).records
+                materialization = record.asset_materialization
+                assert materialization is not None
+                shown[asset, key] = {k: v.value for k, v in materialization.metadata.items()}
+    hours = [first + timedelta(hours=n) for n in range(len(keys))]
+    for key, hour in zip(keys, hours, strict=True):
+        rows, resources = conn.execute(
+            "SELECT count(*), count(DISTINCT resource_id) FROM billing.hourly_measurement "
+            "WHERE hour_start = %s", (hour,)).fetchone() or (0, 0)
+        measured = shown["hourly_measurements", key]
+        assert (measured["rows"], measured["resources"]) == (rows, resources)
+        assert measured["hour_start_utc"] == hour.isoformat()
+        assert measured["run_hours"] == 4 and measured["run_rows"] >= rows
+        postings, microcredits = conn.execute(
+            "SELECT count(*), coalesce(sum(amount_microcredits), 0) FROM billing.hourly_posting "
+            "WHERE hour_start = %s", (hour,)).fetchone() or (0, 0)
+        priced = shown["priced_postings", key]
+        assert (priced["rows"], priced["microcredits_exact"]) == (postings, str(microcredits))
+        flagged = conn.execute("SELECT count(*) FROM billing.hour_coverage WHERE hour_start = %s "
+                               "AND status <> 'complete'", (hour,)).fetchone()
+        assert checks[key] == ("SUCCEEDED" if flagged == (0,) else "FAILED"), (key, measured)
+        assert measured["status"] == ("complete" if flagged == (0,) else measured["status"])
+    assert checks[keys[0]] == "FAILED" and shown["hourly_measurements", keys[0]]["status"] \
+        .startswith("flagged: cfapps gap")
+    assert checks[keys[2]] == "SUCCEEDED" and shown["hourly_measurements", keys[2]]["rows"] > 0
+    assert len({shown["hourly_measurements", k]["rows"] for k in keys}) > 1

@@ -8,6 +8,7 @@ from billing_dagster.partitions import hourly_partitions, utc_window
 from billing_dagster.pricing.postings import PricedWindow, price_window
 from billing_dagster.resources import BillingDatabase
 from billing_dagster.usage.assets import hourly_measurements
+from billing_dagster.usage.hours import hour_reports
 
 
 @dg.asset(
@@ -29,6 +30,9 @@ def priced_postings(context: dg.AssetExecutionContext, db: BillingDatabase) -> d
     start, end = utc_window(context.partition_time_window)
     with db.connect() as conn:
         priced = price_window(conn, start, end)
+        hours = hour_reports(conn, start, end)
+    for hour in hours:  # each partition its own hour's figures; _metadata is the run's
+        context.add_asset_metadata(hour.posting_metadata(), partition_key=hour.partition_key)
     context.log.info(f"priced {start.isoformat()}..{end.isoformat()}: {priced.rows} rows; "
                      f"unpriced kinds {priced.unpriced_kinds}; orgs without customer "
                      f"{priced.orgs_without_customer}")
@@ -45,14 +49,13 @@ def priced_postings(context: dg.AssetExecutionContext, db: BillingDatabase) -> d
 
 
 def _metadata(priced: PricedWindow) -> dict[str, Any]:
+    """What the whole run priced, beside each partition's own hour (prefixed ``run_``)."""
     return {
-        "rows": priced.rows,
-        "customers": len(priced.by_customer),
-        "microcredits_exact": dg.MetadataValue.json(
-            {customer: str(amount) for customer, amount in priced.by_customer.items()}),
-        "microcredits_total_exact": str(sum(priced.by_customer.values())),
-        "unpriced_kinds": len(priced.unpriced_kinds),
-        "orgs_without_customer": len(priced.orgs_without_customer),
+        "run_window_utc": f"{priced.start.isoformat()} .. {priced.end.isoformat()}",
+        "run_rows": priced.rows,
+        "run_microcredits_total_exact": str(sum(priced.by_customer.values())),
+        "run_unpriced_kinds": len(priced.unpriced_kinds),
+        "run_orgs_without_customer": len(priced.orgs_without_customer),
     }
 
 

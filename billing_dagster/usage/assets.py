@@ -1,6 +1,7 @@
 """Usage assets: the foundation snapshot, the usage events, the AWS readings, and the hourly
 measurements derived from what they landed."""
 
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +12,8 @@ from billing_dagster.partitions import hourly_partitions, utc_window
 from billing_dagster.resources import AwsApi, BillingDatabase, Clock, CloudFoundryApi
 from billing_dagster.usage.aws import LandedAwsReading, read_and_land
 from billing_dagster.usage.events import LandedEvents, land_events
-from billing_dagster.usage.measurements import DerivedWindow, derive_window
+from billing_dagster.usage.hours import HOUR_COMPLETE, MEASUREMENTS, hour_reports
+from billing_dagster.usage.measurements import DerivedWindow, derive_window, summarize_window
 from billing_dagster.usage.snapshot import LandedSnapshot, land_snapshot, take_snapshot
 
 
@@ -177,41 +179,75 @@ class MeasurementConfig(dg.Config):
     interpolated (only when the billing team asks for it)."""
 
 
-@dg.asset(
-    group_name="usage",
-    kinds={"postgres"},
-    partitions_def=hourly_partitions,
+MEASUREMENTS_DESCRIPTION = """Usage of one resource (an app process or a service instance) of one
+resource kind in one UTC hour, in unit-seconds: MiB-seconds of app memory, instance-seconds of a
+service plan, GiB-seconds and byte-seconds of AWS storage, sends and bytes of SES. Derived only
+from landed data: the state at the hour's start carried forward and changed at each observation
+inside it. An hour is complete when the landed data determines all of it; otherwise it is
+flagged (never zero): uncertain (a resource's timing or plan is not known exactly), carried
+(seconds with no events, the last known state carried) or a gap (nothing known at its start),
+with the seconds and the reason, and its `hour_complete` check fails. A range of hours is
+derived in one run and one transaction; each hourly partition gets its own hour's figures.
+remeasure_sensor measures an hour again when data that changes it lands later."""
+
+
+@dg.multi_asset(
+    name="hourly_measurements",
+    specs=[dg.AssetSpec("hourly_measurements", group_name="usage", kinds={"postgres"},
+                        partitions_def=hourly_partitions,
+                        deps=[foundation_snapshot, usage_events, aws_readings],
+                        description=MEASUREMENTS_DESCRIPTION)],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "hours_complete", asset="hourly_measurements",
+            description="Every hour of every meter the run measured is determined by what was "
+                        "landed: usage events cover all of it and no resource's usage in it is "
+                        "uncertain (lists the flagged hours of the run)."),
+        dg.AssetCheckSpec(
+            HOUR_COMPLETE, asset="hourly_measurements", partitions_def=hourly_partitions,
+            description="This hour is determined by what was landed, for every meter: fails "
+                        "(warn) for a gap, carried, uncertain or interpolated hour, with each "
+                        "meter's status, uncovered seconds and reason."),
+    ],
+    # each check can run alone (the UI's "Execute"): it then reads the hours as measured
+    can_subset=True,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[foundation_snapshot, usage_events, aws_readings],
-    check_specs=[dg.AssetCheckSpec(
-        "hours_complete", asset="hourly_measurements",
-        description="Every hour of every meter is determined by what was landed: usage events "
-                    "cover all of it and no resource's usage in it is uncertain.")],
 )
 def hourly_measurements(
     context: dg.AssetExecutionContext, db: BillingDatabase, config: MeasurementConfig
-) -> dg.MaterializeResult:
-    """Usage of one resource (an app process or a service instance) of one resource kind in
-    one UTC hour, in unit-seconds: MiB-seconds of app memory, instance-seconds of a service
-    plan. Derived only from landed observations: the state at the hour's start carried forward
-    and changed at each observation inside it. An hour is complete when usage events cover all
-    of it; otherwise it is flagged (never zero): uncertain (a resource's timing or plan is not
-    known exactly), carried (seconds with no events, the last known state carried) or a gap
-    (nothing known at its start), with the seconds and the reason. A range of hours is derived
-    in one run and one transaction."""
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     start, end = utc_window(context.partition_time_window)
+    measure = MEASUREMENTS in context.selected_asset_keys
     with db.connect() as conn:
-        derived = derive_window(conn, start, end, interpolate=config.interpolate_flagged_hours)
-    context.log.info(f"derived {derived.hours} hours from {start.isoformat()}: {derived.rows} "
-                     f"rows, {len(derived.gaps)} gap, {len(derived.carried)} carried and "
-                     f"{len(derived.uncertain)} uncertain hours")
-    return dg.MaterializeResult(
-        metadata=_window_metadata(derived),
-        check_results=[dg.AssetCheckResult(
-            check_name="hours_complete", passed=not derived.flagged,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"flagged_hours": dg.MetadataValue.md(_flagged_table(derived))})],
-    )
+        if measure:
+            derived = derive_window(conn, start, end,
+                                    interpolate=config.interpolate_flagged_hours)
+            context.log.info(f"derived {derived.hours} hours from {start.isoformat()}: "
+                             f"{derived.rows} rows, {len(derived.gaps)} gap, "
+                             f"{len(derived.carried)} carried and {len(derived.uncertain)} "
+                             "uncertain hours")
+        else:
+            derived = summarize_window(conn, start, end)
+        hours = hour_reports(conn, start, end)
+    window_check = dg.AssetCheckResult(
+        asset_key=MEASUREMENTS, check_name="hours_complete", passed=not derived.flagged,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"flagged_hours": dg.MetadataValue.md(_flagged_table(derived))})
+    run_checks = dg.AssetCheckKey(MEASUREMENTS, "hours_complete") in \
+        context.selected_asset_check_keys
+    if measure:
+        for hour in hours:
+            context.add_asset_metadata(hour.measurement_metadata(), asset_key=MEASUREMENTS,
+                                       partition_key=hour.partition_key)
+        yield dg.MaterializeResult(asset_key=MEASUREMENTS, metadata=_window_metadata(derived),
+                                   check_results=[window_check] if run_checks else [])
+    elif run_checks:
+        yield window_check
+    if dg.AssetCheckKey(MEASUREMENTS, HOUR_COMPLETE) in context.selected_asset_check_keys:
+        for hour in hours:
+            # log_event records check evaluations although its annotation names only the
+            # other event types
+            context.log_event(hour.check_evaluation())  # pyright: ignore[reportArgumentType]
 
 
 def _snapshot_metadata(landed: LandedSnapshot) -> dict[str, Any]:
@@ -228,20 +264,17 @@ def _snapshot_metadata(landed: LandedSnapshot) -> dict[str, Any]:
 
 
 def _window_metadata(derived: DerivedWindow) -> dict[str, Any]:
+    """What the whole run measured, beside each partition's own hour (prefixed ``run_``)."""
     metadata: dict[str, Any] = {
-        "hours": derived.hours,
-        "window_utc": f"{derived.start.isoformat()} .. {derived.end.isoformat()}",
-        "rows": derived.rows,
-        "gap_hours": len(derived.gaps),
-        "carried_hours": len(derived.carried),
-        "uncertain_hours": len(derived.uncertain),
-        "interpolated_hours": len(derived.interpolated),
+        "run_hours": derived.hours,
+        "run_window_utc": f"{derived.start.isoformat()} .. {derived.end.isoformat()}",
+        "run_rows": derived.rows,
+        "run_flagged_hours": len({f.hour_start for f in derived.flagged
+                                  if f.status != "complete"}),
     }
     for totals in derived.totals:
-        metadata[f"{totals.meter}_unit_seconds"] = totals.unit_seconds
-        metadata[f"{totals.meter}_resources"] = totals.resources
-        metadata[f"{totals.meter}_unknown_kinds"] = totals.unknown_kinds
-        metadata[f"{totals.meter}_unattributed_resources"] = totals.unattributed
+        metadata[f"run_{totals.meter}_unknown_kinds"] = totals.unknown_kinds
+        metadata[f"run_{totals.meter}_unattributed_resources"] = totals.unattributed
     return metadata
 
 

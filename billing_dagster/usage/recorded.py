@@ -4,7 +4,8 @@
 and prices hours without a Dagster run, so the UI would show those partitions as missing although
 their rows are in the database. ``record_measured_hours`` reports one materialization of
 ``hourly_measurements`` and of ``priced_postings`` per such hour (Dagster's runless asset events),
-with that hour's own metadata and a tag saying how it was measured.
+with that hour's own metadata (the same as a run gives it), its ``hour_complete`` check, and a
+tag saying how it was measured.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from datetime import datetime
 
 import dagster as dg
 import psycopg
-from psycopg.rows import dict_row
 
-from billing_dagster.partitions import hourly_keys_between
-from billing_dagster.sql import query
+from billing_dagster.usage.hours import hour_reports
 
 log = logging.getLogger(__name__)
 MEASURED_BY = "billing/measured_by"
@@ -29,30 +28,20 @@ def record_measured_hours(instance: dg.DagsterInstance, conn: psycopg.Connection
     """Record the measured hours of [start, end) (UTC); the number of hours recorded.
 
     ``measured_by`` tags each materialization (a slug: letters, digits, ``-_.``, e.g.
-    ``make-run-history``); ``description`` says in words how the hour was measured."""
-    keys = hourly_keys_between(start, end)
-    with conn.cursor(row_factory=dict_row) as cur:
-        hours = cur.execute(query("hour_summaries"),
-                            {"window_start": start, "window_end": end}).fetchall()
-    if len(keys) != len(hours):
-        raise ValueError(f"{len(keys)} partition keys for {len(hours)} hours in "
-                         f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M})")
+    ``make-run-history``); ``description`` says in words how the hour was measured. Each hour
+    also gets its ``hour_complete`` check evaluation, as a run would give it."""
     tags, how = {MEASURED_BY: measured_by}, dg.MetadataValue.text(description)
     recorded = 0
-    for key, hour in zip(keys, hours, strict=True):
-        if not hour["measured"]:
+    for hour in hour_reports(conn, start, end):
+        if not hour.measured:
             continue
-        flagged = dg.MetadataValue.json(list(hour["flagged"]))
         instance.report_runless_asset_event(dg.AssetMaterialization(
-            "hourly_measurements", partition=key, tags=tags, metadata={
-                "hour_start_utc": hour["hour_start"].isoformat(), "measured": how,
-                "rows": hour["measurement_rows"], "resources": hour["resources"],
-                "flagged_meters": flagged}))
+            "hourly_measurements", partition=hour.partition_key, tags=tags,
+            metadata={**hour.measurement_metadata(), "measured": how}))
         instance.report_runless_asset_event(dg.AssetMaterialization(
-            "priced_postings", partition=key, tags=tags, metadata={
-                "hour_start_utc": hour["hour_start"].isoformat(), "measured": how,
-                "rows": hour["posting_rows"], "customers": hour["customers"],
-                "microcredits": hour["microcredits"], "flagged_meters": flagged}))
+            "priced_postings", partition=hour.partition_key, tags=tags,
+            metadata={**hour.posting_metadata(), "measured": how}))
+        instance.report_runless_asset_event(hour.check_evaluation())
         recorded += 1
     log.info("recorded %d hours measured outside Dagster (%s) as materializations", recorded,
              description)

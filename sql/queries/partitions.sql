@@ -1,49 +1,35 @@
--- Partitions as the UI shows them: where billing starts, and what hours measured outside a
--- Dagster run hold (so that they can be recorded as materializations).
+-- Partitions as the UI shows them: where billing starts, and what each hourly partition holds
+-- (its own metadata and hour_complete check, in runs of many hours and for hours measured
+-- outside a Dagster run).
 
 -- name: first_landing
 -- When this deployment first read or measured anything; NULL before its first landing.
 SELECT least((SELECT min(taken_at) FROM billing.reading),
              (SELECT min(hour_start) FROM billing.hour_coverage)) AS first_landing;
 
--- name: hour_summaries
--- Per UTC hour of a window: what its measurements and priced postings hold, and the meters
--- whose hour is not complete, for one materialization per hourly partition.
-WITH hours AS (
-    SELECT h AS hour_start
-      FROM generate_series(%(window_start)s::timestamptz,
-                           %(window_end)s::timestamptz - interval '1 hour',
-                           interval '1 hour') AS h
-),
-measured AS (
-    SELECT hour_start, count(*) AS rows, count(DISTINCT resource_id) AS resources
-      FROM billing.hourly_measurement
-     WHERE hour_start >= %(window_start)s AND hour_start < %(window_end)s
-     GROUP BY hour_start
-),
-priced AS (
-    SELECT hour_start, count(*) AS rows, count(DISTINCT customer_id) AS customers,
-           coalesce(sum(amount_microcredits), 0) AS microcredits
-      FROM billing.hourly_posting
-     WHERE hour_start >= %(window_start)s AND hour_start < %(window_end)s
-     GROUP BY hour_start
-),
-flagged AS (
-    SELECT hour_start, array_agg(meter || ' ' || status ORDER BY meter) AS meters
-      FROM billing.hour_coverage
-     WHERE hour_start >= %(window_start)s AND hour_start < %(window_end)s
-       AND status <> 'complete'
-     GROUP BY hour_start
-)
-SELECT h.hour_start,
-       EXISTS (SELECT 1 FROM billing.hour_coverage c WHERE c.hour_start = h.hour_start)
-           AS measured,
-       coalesce(m.rows, 0) AS measurement_rows, coalesce(m.resources, 0) AS resources,
-       coalesce(p.rows, 0) AS posting_rows, coalesce(p.customers, 0) AS customers,
-       round(coalesce(p.microcredits, 0))::bigint AS microcredits,
-       coalesce(f.meters, '{}') AS flagged
-  FROM hours h
-  LEFT JOIN measured m USING (hour_start)
-  LEFT JOIN priced p USING (hour_start)
-  LEFT JOIN flagged f USING (hour_start)
- ORDER BY h.hour_start;
+-- name: hour_measurement_summaries
+-- Per UTC hour and meter of a window: what the landed data determines of it (its coverage)
+-- and its measurements, for each hourly partition's own metadata and hour_complete check.
+SELECT c.hour_start, c.meter, c.status, c.reason, c.uncovered_seconds, c.incomplete_readings,
+       coalesce(m.rows, 0) AS rows, coalesce(m.resources, 0) AS resources,
+       coalesce(m.unit_seconds, 0)::bigint AS unit_seconds
+  FROM billing.hour_coverage c
+  LEFT JOIN (SELECT hm.hour_start, r.meter, count(*) AS rows,
+                    count(DISTINCT hm.resource_id) AS resources, sum(hm.value) AS unit_seconds
+               FROM billing.hourly_measurement hm
+               JOIN billing.resource r ON r.id = hm.resource_id
+              WHERE hm.hour_start >= %(window_start)s AND hm.hour_start < %(window_end)s
+              GROUP BY hm.hour_start, r.meter) m USING (hour_start, meter)
+ WHERE c.hour_start >= %(window_start)s AND c.hour_start < %(window_end)s
+ ORDER BY c.hour_start, c.meter;
+
+-- name: hour_posting_summaries
+-- Per UTC hour and customer of a window: its priced postings (exact microcredits, before the
+-- monthly rounding) and the rows held for want of a price or a customer ('' = no customer).
+SELECT hour_start, coalesce(customer_id, '') AS customer, count(*) AS rows,
+       coalesce(sum(amount_microcredits), 0) AS microcredits,
+       count(*) FILTER (WHERE price_id IS NULL OR customer_id IS NULL) AS held_rows
+  FROM billing.hourly_posting
+ WHERE hour_start >= %(window_start)s AND hour_start < %(window_end)s
+ GROUP BY hour_start, customer_id
+ ORDER BY hour_start, customer;
