@@ -28,7 +28,7 @@ from billing_dagster.jobs import (
 from billing_dagster.ledger.assets import customer_balances, ledger_entries, monthly_statements
 from billing_dagster.ledger.runway import customer_runway, runway_alerts_sensor
 from billing_dagster.partitions import starting_at
-from billing_dagster.pricing.assets import priced_postings
+from billing_dagster.pricing.assets import held_usage, priced_postings
 from billing_dagster.pricing.sensors import (
     reposting_sensor,
     repricing_sensor,
@@ -45,10 +45,11 @@ from billing_dagster.usage.assets import (
 )
 from billing_dagster.usage.sensors import remeasure_sensor
 
-# customer_balances follows the ledger, customer_runway the metering runs and the ledger, by
-# themselves; Dagster's default automation sensor starts stopped, so this one is declared running.
+# customer_balances follows the ledger, customer_runway the metering runs and the ledger,
+# held_usage the pricing runs, by themselves; Dagster's default automation sensor starts stopped, so this one is declared running.
 automation_sensor = dg.AutomationConditionSensorDefinition(
-    "billing_automation", target=dg.AssetSelection.assets(customer_balances, customer_runway),
+    "billing_automation",
+    target=dg.AssetSelection.assets(customer_balances, customer_runway, held_usage),
     default_status=dg.DefaultSensorStatus.RUNNING)
 
 
@@ -65,7 +66,7 @@ def resources() -> dict[str, dg.ConfigurableResource]:
 
 defs = dg.Definitions(
     assets=[billing_catalog, foundation_snapshot, usage_events, aws_readings, hourly_measurements,
-            priced_postings,
+            priced_postings, held_usage,
             ledger_entries, customer_balances, monthly_statements, customer_runway],
     jobs=[landing_job, metering_job, repricing_job, ledger_job, catalog_job],
     schedules=[landing_schedule, ledger_schedule],

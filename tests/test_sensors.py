@@ -17,7 +17,7 @@ from billing_dagster.partitions import (
     monthly_partitions,
     utc_window,
 )
-from billing_dagster.pricing.assets import priced_postings
+from billing_dagster.pricing.assets import held_usage, priced_postings
 from billing_dagster.pricing.sensors import (
     RANGE_END,
     RANGE_START,
@@ -162,3 +162,33 @@ def test_the_metering_sensor_reads_the_landing_runs_of_the_instance():
     assert isinstance(request, dg.RunRequest)
     assert request.partition_key == hourly_partitions.get_last_partition_key()
     assert request.tags["billing/after_landing_run"] == second.run_id
+
+
+def held_now(resources) -> tuple[bool, dict]:
+    result = dg.materialize([held_usage], resources=resources)
+    (check,) = result.get_asset_check_evaluations()
+    (materialization,) = result.asset_materializations_for_node("held_usage")
+    return check.passed, {k: v.value for k, v in materialization.metadata.items()}
+
+
+def test_held_usage_stays_listed_after_a_later_window_is_priced_until_the_gap_is_filled(
+        conn, held):
+    passed, metadata = held_now(held)
+    assert not passed and metadata["held_rows"] == 1
+    assert metadata["unknown_kinds"] == ["cfapps:App memory (no price)"]
+    assert "| no price | cfapps | App memory | acme-org | 2025-03-01 10:00 | 2025-03-01 12:00 " \
+           "| 3 | 3 | 21600 | - |" in str(metadata["held_usage"])
+    # a later window with nothing held is priced: the window's check passes, the held usage
+    # of the earlier hours is still listed
+    later = hourly_keys_between(END - timedelta(hours=2), END)
+    priced = dg.materialize([priced_postings], resources=held,
+                            tags={RANGE_START: later[0], RANGE_END: later[-1]})
+    assert all(c.passed for c in priced.get_asset_check_evaluations())
+    assert held_now(held)[1]["held_rows"] == 1
+    # the catalog fills the gap and the hours are priced again: nothing is held
+    load_price(conn, 1_000_000, datetime(2025, 1, 1, tzinfo=UTC))
+    keys = hourly_keys_between(START, END)
+    assert dg.materialize([priced_postings], resources=held,
+                          tags={RANGE_START: keys[0], RANGE_END: keys[-1]}).success
+    passed, metadata = held_now(held)
+    assert passed and metadata["held_rows"] == 0 and metadata["unknown_kinds"] == []

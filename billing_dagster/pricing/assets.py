@@ -1,12 +1,15 @@
 """The hourly priced postings asset and its check."""
 
+from decimal import Decimal
 from typing import Any
 
 import dagster as dg
+from psycopg.rows import dict_row
 
 from billing_dagster.partitions import hourly_partitions, utc_window
 from billing_dagster.pricing.postings import PricedWindow, price_window
 from billing_dagster.resources import BillingDatabase
+from billing_dagster.sql import query
 from billing_dagster.usage.assets import hourly_measurements
 from billing_dagster.usage.hours import hour_reports
 
@@ -66,4 +69,56 @@ def _held_table(priced: PricedWindow) -> str:
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {h.reason} | {h.meter} | {h.kind} | {h.org or '?'} | {h.hours} "
               f"| {h.resource_hours} | {h.quantity} |" for h in priced.held]
+    return "\n".join(lines)
+
+
+@dg.asset(
+    group_name="pricing",
+    kinds={"postgres"},
+    deps=[priced_postings],
+    # refreshed after each pricing run (the automation sensor runs it)
+    automation_condition=dg.AutomationCondition.any_deps_updated()
+    & ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress(),
+    check_specs=[dg.AssetCheckSpec(
+        "nothing_held", asset="held_usage",
+        description="No usage, of any hour, waits for a kind's name or price or for an org's "
+                    "customer.")],
+)
+def held_usage(db: BillingDatabase) -> dg.MaterializeResult:
+    """All usage that is kept but cannot be charged yet, of every hour priced so far (not only
+    the last run's): per reason (a kind with no name or no price, an org with no customer),
+    meter, kind and org, with the first and last hour, hours, resource-hours, quantity and,
+    for usage with a price but no customer, what it would cost. It stays here until the
+    catalog fills the gap and the hours are priced again (repricing_sensor does that)."""
+    with db.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
+        held = cur.execute(query("all_held_usage")).fetchall()
+    waiting = sum((h["microcredits_exact"] or Decimal(0) for h in held), Decimal(0))
+    return dg.MaterializeResult(
+        metadata={
+            "held_rows": len(held),
+            "unknown_kinds": dg.MetadataValue.json(sorted(
+                {f"{h['meter']}:{h['kind']} ({h['reason']})" for h in held
+                 if h["reason"] != "no customer"})),
+            "orgs_without_customer": dg.MetadataValue.json(sorted(
+                {h["org"] for h in held if h["reason"] == "no customer"})),
+            "microcredits_waiting_for_a_customer_exact": str(waiting),
+            "held_usage": dg.MetadataValue.md(_all_held_table(held)),
+        },
+        check_results=[dg.AssetCheckResult(
+            check_name="nothing_held", passed=not held, severity=dg.AssetCheckSeverity.WARN,
+            metadata={"held_rows": len(held)})],
+    )
+
+
+def _all_held_table(held: list[dict[str, Any]]) -> str:
+    if not held:
+        return "nothing held: all usage priced so far has a price and a customer"
+    lines = ["| reason | meter | kind | org | first hour (UTC) | last hour (UTC) | hours "
+             "| resource-hours | quantity | microcredits (exact) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {h['reason']} | {h['meter']} | {h['kind']} | {h['org']} "
+              f"| {h['first_hour']:%Y-%m-%d %H:00} | {h['last_hour']:%Y-%m-%d %H:00} "
+              f"| {h['hours']} | {h['resource_hours']} | {h['quantity']} "
+              f"| {h['microcredits_exact'] if h['microcredits_exact'] is not None else '-'} |"
+              for h in held]
     return "\n".join(lines)
