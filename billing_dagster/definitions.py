@@ -26,6 +26,7 @@ from billing_dagster.jobs import (
     repricing_job,
 )
 from billing_dagster.ledger.assets import customer_balances, ledger_entries, monthly_statements
+from billing_dagster.ledger.month_to_date import month_to_date
 from billing_dagster.ledger.runway import customer_runway, runway_alerts_sensor
 from billing_dagster.partitions import starting_at
 from billing_dagster.pricing.assets import held_usage, priced_postings
@@ -46,10 +47,12 @@ from billing_dagster.usage.assets import (
 from billing_dagster.usage.sensors import remeasure_sensor
 
 # customer_balances follows the ledger, customer_runway the metering runs and the ledger,
-# held_usage the pricing runs, by themselves; Dagster's default automation sensor starts stopped, so this one is declared running.
+# held_usage and month_to_date the pricing runs, by themselves; Dagster's default automation
+# sensor starts stopped, so this one is declared running.
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "billing_automation",
-    target=dg.AssetSelection.assets(customer_balances, customer_runway, held_usage),
+    target=dg.AssetSelection.assets(customer_balances, customer_runway, held_usage,
+                                    month_to_date),
     default_status=dg.DefaultSensorStatus.RUNNING)
 
 
@@ -67,7 +70,7 @@ def resources() -> dict[str, dg.ConfigurableResource]:
 defs = dg.Definitions(
     assets=[billing_catalog, foundation_snapshot, usage_events, aws_readings, hourly_measurements,
             priced_postings, held_usage,
-            ledger_entries, customer_balances, monthly_statements, customer_runway],
+            ledger_entries, customer_balances, monthly_statements, customer_runway, month_to_date],
     jobs=[landing_job, metering_job, repricing_job, ledger_job, catalog_job],
     schedules=[landing_schedule, ledger_schedule],
     sensors=[catalog_file_sensor, metering_after_landing_sensor, remeasure_sensor,

@@ -6,7 +6,8 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from html import unescape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +15,7 @@ from typing import TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
+import uvicorn
 from psycopg.conninfo import conninfo_to_dict
 
 from billing_dagster.cf.client import CloudFoundryClient, RetryPolicy
@@ -176,3 +178,22 @@ def wait_until(condition: Callable[[], T | None], seconds: float, what: str,
         if time.monotonic() > deadline:
             raise AssertionError(f"waited {seconds:.0f} s for {what}\n{deployment_logs()}")
         time.sleep(1)
+
+
+@contextmanager
+def served(app, port: int) -> Iterator[str]:
+    """An ASGI app served by uvicorn on loopback (in a thread) while the block runs; its URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
+                                           lifespan="off", loop="asyncio"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

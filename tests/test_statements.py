@@ -12,18 +12,24 @@ from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
+import httpx
 import psycopg
 import pytest
 
 from billing_dagster.ledger.assets import monthly_statements
+from billing_dagster.ledger.month_to_date import month_to_date
 from billing_dagster.ledger.statements import (
     AgreementMonth,
     Statement,
     _agreement,
     build_statements,
 )
-from billing_dagster.resources import BillingDatabase
+from billing_dagster.pricing.postings import price_window
+from billing_dagster.resources import BillingDatabase, Clock
+from billing_dagster.usage.measurements import derive_window
+from billing_dagster.web.statements import statements_app
 from tests import test_ledger
+from tests.support import free_port, served
 from tests.test_ledger import add_price, derive_price_post, month, run_app
 
 acme = test_ledger.acme  # the fixture: customer acme (tier micro) owning org-1
@@ -295,3 +301,58 @@ def test_a_lot_moved_by_an_unknown_transaction_type_is_refused():
         _agreement(row, "2025-03")
     assert _agreement({**row, "balance_at_end_microcredits": 12}, "2025-03") == AgreementMonth(
         "A", date(2025, 1, 1), date(2025, 12, 31), 10, 5, 3, 0)
+
+
+def test_each_customers_statement_downloads_from_the_ui_as_the_asset_wrote_it(
+        priced, db_url, tmp_path: Path):
+    add_agreement(priced, "F", 10, "2025-03-01", "2025-04-01")
+    run_hours(priced, "a", "2025-03", day=2, hours=15)
+    derive_price_post(priced, "2025-03")
+    result = dg.materialize(
+        [monthly_statements], partition_key="2025-03",
+        resources={"db": BillingDatabase(url=db_url)},
+        run_config={"ops": {"monthly_statements": {"config": {"output_dir": str(tmp_path)}}}})
+    (materialization,) = result.asset_materializations_for_node("monthly_statements")
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    links = ["/statements/2025-03/acme.csv", "/statements/2025-03/acme-agreements.csv"]
+    assert all(f"]({link})" in str(metadata["downloads"]) for link in links)
+    assert str(metadata["statement/acme"]).count("](/statements/2025-03/acme") == 2
+    assert "### Acme (acme), 2025-03" in str(metadata["statement/acme"])
+    with served(statements_app(BillingDatabase(url=db_url)), free_port()) as base, \
+            httpx.Client(base_url=base) as client:
+        for link, written in zip(links, ("acme.csv", "acme-agreements.csv"), strict=True):
+            reply = client.get(link)
+            assert reply.status_code == 200 and reply.headers["content-type"].startswith(
+                "text/csv")
+            assert reply.headers["content-disposition"] == \
+                f'attachment; filename="2025-03-{written}"'
+            assert reply.text == (tmp_path / "2025-03" / written).read_text()
+            assert all(line.startswith("acme,2025-03,") for line in reply.text.splitlines()[1:])
+        missing = client.get("/statements/2025-03/nobody.csv")
+        assert missing.status_code == 404 and "'nobody' has no statement for 2025-03" in \
+            missing.text
+        wrong = client.get("/statements/March/acme.csv")
+        assert wrong.status_code == 404 and "<YYYY-MM>/<customer>.csv" in wrong.text
+
+
+def test_month_to_date_shows_the_charge_so_far_and_how_much_of_the_month_is_measured(
+        priced, db_url, simulator):
+    # 2025-03-03 12:30 UTC: 55 hours of March (New York) have ended; acme ran 15 of them
+    # (day 2), and the first 40 hours were measured and priced, every one of them carried
+    _, start, _ = month("2025-03")
+    run_hours(priced, "a", "2025-03", day=2, hours=15)
+    derive_window(priced, start, start + 40 * HOUR)
+    price_window(priced, start, start + 40 * HOUR)
+    simulator.advance_to(datetime(2025, 3, 3, 12, 30, tzinfo=UTC))
+    result = dg.materialize([month_to_date], resources={
+        "db": BillingDatabase(url=db_url), "clock": Clock(simulator_url=simulator.url)})
+    (materialization,) = result.asset_materializations_for_node("month_to_date")
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert (metadata["business_month"], metadata["as_of_utc"]) == (
+        "2025-03", "2025-03-03T12:00:00+00:00")
+    assert (metadata["hours_elapsed"], metadata["hours_measured"], metadata["hours_complete"],
+            metadata["measured_share"], metadata["complete_share"]) == (55, 40, 0, "72.7%",
+                                                                        "0.0%")
+    assert Decimal(metadata["charge_so_far_microcredits_exact"]) == 15 * CREDIT
+    assert "| acme | Acme | 15.000000 | 15,000,000.000000 | 2025-03-02 19:00 " \
+           "| [2025-03-acme.csv](/statements/2025-03/acme.csv) |" in str(metadata["by_customer"])

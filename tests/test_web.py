@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +20,6 @@ from urllib.parse import parse_qs, urlsplit
 import dagster as dg
 import httpx
 import pytest
-import uvicorn
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 from websockets.typing import Subprotocol
@@ -30,7 +28,7 @@ from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.simulator.uaa_login import UI_CLIENT
 from billing_dagster.web.app import login_settings, ui_app
 from billing_dagster.web.login import LoginSettings, UaaLogin
-from tests.support import free_port, log_in
+from tests.support import free_port, log_in, served
 
 VERSION = "{ version }"
 # a mutation that would change the instance (wiping an asset no code location defines)
@@ -38,24 +36,6 @@ MUTATION = ('mutation WipeIt { wipeAssets(assetPartitionRanges: '
             '[{assetKey: {path: ["no_such_asset"]}}]) { __typename } }')
 NUX_SEEN = "mutation SeenIt { setNuxSeen }"
 PERMISSIONS = "{ permissions { permission value } }"
-
-
-@contextmanager
-def served(app, port: int) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
-                                           lifespan="off", loop="asyncio"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @contextmanager

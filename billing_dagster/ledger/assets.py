@@ -9,7 +9,13 @@ import dagster as dg
 from psycopg.rows import dict_row
 
 from billing_dagster.ledger.posting import PostedMonth, post_month
-from billing_dagster.ledger.statements import build_statements, credits
+from billing_dagster.ledger.statements import (
+    Statement,
+    build_statements,
+    credits,
+    in_credits,
+    statement_link,
+)
 from billing_dagster.partitions import business_month, monthly_partitions, utc_window
 from billing_dagster.pricing.assets import priced_postings
 from billing_dagster.resources import BillingDatabase
@@ -160,6 +166,25 @@ def monthly_statements(context: dg.AssetExecutionContext, db: BillingDatabase,
         "used_microcredits": sum(s.used_microcredits for s in statements),
         "overage_microcredits": sum(s.overage_microcredits for s in statements),
         "files": dg.MetadataValue.json(paths),
+        "downloads": dg.MetadataValue.md(_download_table(statements)),
         "statements": dg.MetadataValue.md(
             "\n\n".join(s.to_markdown() for s in statements) or "no statement this month"),
+        **{f"statement/{s.customer_id}": dg.MetadataValue.md(
+            f"{_download_links(s)}\n\n{s.to_markdown()}") for s in statements},
     })
+
+
+def _download_links(statement: Statement) -> str:
+    month, customer = statement.month_label, statement.customer_id
+    return (f"[{month}-{customer}.csv]({statement_link(month, customer)}) · "
+            f"[{month}-{customer}-agreements.csv]({statement_link(month, customer, True)})")
+
+
+def _download_table(statements: list[Statement]) -> str:
+    """Each customer's statement files, as links the UI's login lets a reader download."""
+    if not statements:
+        return "no statement this month"
+    lines = ["| customer | name | used (credits) | files |", "|---|---|---:|---|"]
+    lines += [f"| {s.customer_id} | {s.customer_name} | {in_credits(s.used_microcredits):,} "
+              f"| {_download_links(s)} |" for s in statements]
+    return "\n".join(lines)

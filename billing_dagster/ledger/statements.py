@@ -33,6 +33,15 @@ AGREEMENT_COLUMNS = ["customer_id", "month", "line", "agreement", "first_day", "
                        for unit in ("microcredits", "credits"))]
 
 
+# Where the UI serves statement files (billing_dagster/web/statements.py), behind its login.
+DOWNLOADS = "/statements/"
+
+
+def statement_link(month: str, customer: str, agreements: bool = False) -> str:
+    """The path of a statement file, relative to the UI's origin."""
+    return f"{DOWNLOADS}{month}/{customer}{'-agreements' if agreements else ''}.csv"
+
+
 def in_credits(microcredits: int) -> Decimal:
     """Whole microcredits in credits, exactly (six places)."""
     return (Decimal(microcredits) / MICROCREDITS_PER_CREDIT).quantize(ONE_MICROCREDIT_IN_CREDITS)
@@ -91,13 +100,21 @@ class Statement:
         folder = directory / self.month_label
         folder.mkdir(parents=True, exist_ok=True)
         usage = folder / f"{self.customer_id}.csv"
-        self.rows.assign(  # fixed-point text, never exponent notation (0E-12)
+        usage.write_text(self.usage_csv())
+        agreements = folder / f"{self.customer_id}-agreements.csv"
+        agreements.write_text(self.agreements_csv())
+        return [usage, agreements]
+
+    def usage_csv(self) -> str:
+        """The usage lines as CSV, the customer and month in every row."""
+        return self.rows.assign(  # fixed-point text, never exponent notation (0E-12)
             microcredits=self.rows["microcredits"].map(lambda d: format(d, "f")),
             credits=self.rows["credits"].map(lambda d: format(d, "f")),
-        ).to_csv(usage, index=False)
-        agreements = folder / f"{self.customer_id}-agreements.csv"
-        self.agreements_frame().to_csv(agreements, index=False)
-        return [usage, agreements]
+        ).to_csv(index=False)
+
+    def agreements_csv(self) -> str:
+        """The agreement lines, then the overage and total lines, as CSV."""
+        return self.agreements_frame().to_csv(index=False)
 
     def agreements_frame(self) -> pd.DataFrame:
         """AGREEMENT_COLUMNS as text: a line per agreement, then ``overage`` (usage no agreement

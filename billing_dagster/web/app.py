@@ -1,5 +1,6 @@
 """The Dagster UI as the `web` process serves it: dagster-webserver's own ASGI app, with the
-UAA login (login.py) in front, on uvicorn.
+statements to download beside it (statements.py) and the UAA login (login.py) in front of both,
+on uvicorn.
 
     python -m billing_dagster.web [--host 0.0.0.0] [--port $PORT]
 
@@ -35,6 +36,7 @@ from dagster_webserver.app import create_app_from_workspace_process_context
 from dagster_webserver.version import __version__ as webserver_version
 
 from billing_dagster.web.login import LoginConfigError, LoginSettings, UaaLogin
+from billing_dagster.web.statements import WithStatements
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -92,7 +94,8 @@ def ui_app(settings: LoginSettings, workspace: Path = REPO_ROOT / "workspace.yam
     with RoleAwareWorkspace(
             instance, version=webserver_version,
             workspace_load_target=WorkspaceFileTarget(paths=[str(workspace)])) as context:
-        yield UaaLogin(create_app_from_workspace_process_context(context), settings)
+        yield UaaLogin(WithStatements(create_app_from_workspace_process_context(context)),
+                       settings)
 
 
 def serve(host: str, port: int) -> None:

@@ -139,3 +139,30 @@ SELECT t.customer_id, sum(l.amount_microcredits)::bigint AS posted_microcredits,
  WHERE t.business_month = %(business_month)s
  GROUP BY t.customer_id
  ORDER BY t.customer_id;
+
+-- name: month_to_date_hours
+-- How much of the business month under way is known, up to `now_hour` (UTC, exclusive): the
+-- hours elapsed, measured (any meter derived) and complete (every meter determined).
+WITH hours AS (
+    SELECT hour_start, bool_and(status = 'complete') AS complete
+      FROM billing.hour_coverage
+     WHERE hour_start >= %(month_start)s AND hour_start < %(now_hour)s
+     GROUP BY hour_start
+)
+SELECT (extract(epoch FROM %(now_hour)s::timestamptz - %(month_start)s::timestamptz)
+        / 3600)::integer AS elapsed,
+       count(*)::integer AS measured,
+       (count(*) FILTER (WHERE complete))::integer AS complete
+  FROM hours;
+
+-- name: month_to_date_customers
+-- Each customer's charge so far in the business month under way: exact microcredits of its
+-- priced hours (rounded only when the month is posted), and its newest priced hour.
+SELECT hp.customer_id, c.name AS customer_name, count(*) AS rows,
+       sum(hp.amount_microcredits) AS microcredits_exact, max(hp.hour_start) AS newest_hour
+  FROM billing.hourly_posting hp
+  JOIN billing.customer c ON c.id = hp.customer_id
+ WHERE hp.price_id IS NOT NULL
+   AND hp.hour_start >= %(month_start)s AND hp.hour_start < %(now_hour)s
+ GROUP BY hp.customer_id, c.name
+ ORDER BY hp.customer_id;
