@@ -37,9 +37,11 @@ from billing_dagster.catalog import EXAMPLE_CATALOG
 from billing_dagster.catalog.assets import billing_catalog
 from billing_dagster.database import connect
 from billing_dagster.ledger.assets import customer_balances, ledger_entries, monthly_statements
+from billing_dagster.ledger.month_to_date import month_to_date
 from billing_dagster.ledger.runway import customer_runway
 from billing_dagster.meters import AWS_METERS
 from billing_dagster.partitions import BUSINESS_TIMEZONE, hourly_keys_between
+from billing_dagster.pricing.assets import held_usage
 from billing_dagster.pricing.postings import price_window
 from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
 from billing_dagster.settings import sqlalchemy_url
@@ -199,7 +201,7 @@ def _history(instance: dg.DagsterInstance, sim: Simulator, aws: EmbeddedAws,
                                   "the browser tests' history, measured outside Dagster")
     run([ledger_entries, monthly_statements], partition_key=month, run_config={
         **QUIET, "ops": {"monthly_statements": {"config": {"output_dir": str(statements)}}}})
-    run([customer_balances, customer_runway], run_config=QUIET)
+    run([customer_balances, customer_runway, held_usage, month_to_date], run_config=QUIET)
 
 
 def _environment(url: str, home: Path, statements: Path, start_day: date, sim: Simulator,

@@ -17,12 +17,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 import pytest
 from selenium.common.exceptions import (
     ElementClickInterceptedException,
@@ -42,11 +43,12 @@ from tests.ui.deployment import BACKFILL_HOURS, Deployment
 
 pytestmark = pytest.mark.browser
 T = TypeVar("T")
+HOUR = timedelta(hours=1)
 PAGE_SECONDS = 90  # a page of the UI on a busy two-core machine
 BACKFILL_SECONDS = 300  # the daemon picks the backfill up, launches its run, the run ends
 ASSETS = ("billing_catalog", "foundation_snapshot", "usage_events", "aws_readings",
           "hourly_measurements", "priced_postings", "ledger_entries", "monthly_statements",
-          "customer_balances", "customer_runway")
+          "customer_balances", "customer_runway", "held_usage", "month_to_date")
 NUX = "Join the Dagster community"
 LAUNCH = ('mutation LaunchIt { launchPipelineExecution(executionParams: '
           '{selector: {jobName: "metering_job"}}) { __typename } }')
@@ -183,6 +185,13 @@ def post_graphql(driver: WebDriver, deployment: Deployment, query: str,
     return httpx.post(deployment.url + "/graphql", timeout=60,
                       json={"query": query, "variables": variables or {}},
                       cookies={"billing_session": cookie["value"]})
+
+
+def fetch(driver: WebDriver, url: str) -> httpx.Response:
+    """GET ``url`` with the browser's session, as a click on a link in the UI would."""
+    cookie = driver.get_cookie("billing_session")
+    assert cookie is not None, "the browser holds no session cookie"
+    return httpx.get(url, timeout=60, cookies={"billing_session": cookie["value"]})
 
 
 def graphql(driver: WebDriver, deployment: Deployment, query: str,
@@ -397,8 +406,10 @@ def test_05_a_check_the_ledger_metadata_and_a_statement(operator, deployment, sc
     shoot(operator, screenshots, "05b-ledger-metadata")
 
     open_page(operator, deployment, "/assets/monthly_statements")
-    until(operator, text_has("statements", "files"), "monthly_statements' metadata")
-    click(operator, "//a[normalize-space()='[Show Markdown]']", "the statements' [Show Markdown]")
+    until(operator, text_has("statements", "downloads", "statement/epa"),
+          "monthly_statements' metadata")
+    click(operator, "//*[normalize-space()='statement/epa']/following::a"
+                    "[normalize-space()='[Show Markdown]'][1]", "epa's [Show Markdown]")
     statement = f"Environmental Protection Agency (epa), {deployment.month}"
     dialog = until(operator, lambda d: next(
         (e for e in d.find_elements(By.CSS_SELECTOR, "[role=dialog]")
@@ -407,6 +418,19 @@ def test_05_a_check_the_ledger_metadata_and_a_statement(operator, deployment, sc
     title = dialog.find_element(By.XPATH, f".//*[normalize-space()='{statement}']")
     operator.execute_script("arguments[0].scrollIntoView({block: 'start'})", title)
     shoot(operator, screenshots, "05c-statement")
+    # its two files, downloaded through the links as a person clicks them (with the session)
+    links = [a.get_attribute("href") or "" for a in dialog.find_elements(By.TAG_NAME, "a")]
+    files = [link for link in links if "/statements/" in link]
+    assert [urlsplit(f).path for f in files] == [
+        f"/statements/{deployment.month}/epa.csv",
+        f"/statements/{deployment.month}/epa-agreements.csv"], links
+    for link in files:
+        download = fetch(operator, link)
+        assert download.status_code == 200, download.text
+        assert download.headers["content-type"].startswith("text/csv")
+        rows = download.text.splitlines()
+        assert len(rows) > 1 and all(r.startswith(f"epa,{deployment.month},")
+                                     for r in rows[1:]), download.text
     click(operator, "//div[@role='dialog']//button[normalize-space()='Close']", "Close")
 
 
@@ -437,3 +461,138 @@ def test_06_a_reader_cannot_launch_a_materialization(browsers, deployment, scree
     assert by_hand == [], by_hand
     log = (deployment.logs / "web.log").read_text(errors="replace")
     assert "reader reader refused: the GraphQL mutation LaunchIt" in log
+    # a reader may download statements
+    download = fetch(reader, f"{deployment.url}/statements/{deployment.month}/epa.csv")
+    assert download.status_code == 200 and download.text.startswith("customer_id,month,"), \
+        download.text
+
+
+HOURLY = """
+query Hourly($partitions: [String!]) {
+  assetNodeOrError(assetKey: {path: ["hourly_measurements"]}) {
+    ... on AssetNode {
+      assetMaterializations(partitions: $partitions) {
+        partition
+        metadataEntries {
+          label
+          ... on IntMetadataEntry { intValue }
+          ... on TextMetadataEntry { text }
+        }
+      }
+      assetChecksOrError {
+        ... on AssetChecks {
+          checks {
+            name
+            partitionStatuses {
+              __typename
+              ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def hour_key(hour: datetime) -> str:
+    return hourly_keys_between(hour, hour + HOUR)[0]
+
+
+def test_07_each_hour_shows_its_own_figures_and_a_flagged_hour_fails_its_check(
+        operator, deployment, screenshots):
+    """The hour_complete check's partitions fail exactly where the database says the landed
+    data does not determine the hour, and every materialized hour (measured in a run of many
+    hours or outside Dagster) shows its own hour's rows, not its run's."""
+    def statuses(d: WebDriver) -> tuple[dict[str, str], dict[str, str]] | None:
+        node = graphql(d, deployment, HOURLY, {"partitions": deployment.partitions})[
+            "assetNodeOrError"]
+        (check,) = [c for c in node["assetChecksOrError"]["checks"]
+                    if c["name"] == "hour_complete"]
+        keys = deployment.partitions
+        shown: dict[str, str] = {}
+        for r in (check["partitionStatuses"] or {}).get("ranges", []):
+            if r["startKey"] in keys and r["endKey"] in keys:
+                for key in keys[keys.index(r["startKey"]):keys.index(r["endKey"]) + 1]:
+                    shown[key] = r["status"]
+        with psycopg.connect(deployment.database_url) as conn:
+            truth = {hour_key(h): "FAILED" if flagged else "SUCCEEDED"
+                     for h, flagged in conn.execute(
+                         "SELECT hour_start, bool_or(status <> 'complete') "
+                         "FROM billing.hour_coverage GROUP BY hour_start")}
+        truth = {k: v for k, v in truth.items() if k in keys}
+        return (shown, truth) if shown == truth else None
+
+    shown, truth = until(operator, statuses, "hour_complete's partitions to match the "
+                                             "database's flagged hours")
+    assert "FAILED" in shown.values() and "SUCCEEDED" in shown.values(), shown
+
+    open_page(operator, deployment, "/assets/hourly_measurements")
+    open_tab(operator, "Checks")
+    until(operator, text_has("hour_complete", "hours_complete"), "the checks of the asset")
+    shoot(operator, screenshots, "07-hour-complete-checks")
+
+    node = graphql(operator, deployment, HOURLY, {"partitions": sorted(truth)})[
+        "assetNodeOrError"]
+    newest: dict[str, dict[str, Any]] = {}
+    for m in node["assetMaterializations"]:
+        newest.setdefault(m["partition"], {e["label"]: e.get("intValue", e.get("text"))
+                                           for e in m["metadataEntries"]})
+    with psycopg.connect(deployment.database_url) as conn:
+        rows = {hour_key(h): n for h, n in conn.execute(
+            "SELECT hour_start, count(*) FROM billing.hourly_measurement GROUP BY 1")}
+    assert len(newest) >= len(deployment.measured), sorted(newest)
+    for key, metadata in newest.items():
+        assert metadata["rows"] == rows.get(key, 0), (key, metadata)
+        assert metadata["status"] == ("complete" if truth[key] == "SUCCEEDED"
+                                      else metadata["status"]), (key, metadata)
+    in_runs = [k for k, m in newest.items() if "run_hours" in m and m["run_hours"] > 1]
+    if in_runs:  # the backfill of test_04: one run of many hours, each its own figures
+        assert len({newest[k]["rows"] for k in in_runs}) >= 1
+        assert all(newest[k]["run_rows"] >= newest[k]["rows"] for k in in_runs)
+    open_page(operator, deployment, "/assets/hourly_measurements?view=partitions&partition="
+              + deployment.measured[-1])
+    until(operator, text_has("hour_start_utc", "flagged_meters"), "one hour's metadata")
+    shoot(operator, screenshots, "07b-one-hour-metadata")
+
+
+def test_08_held_usage_and_the_month_to_date(operator, deployment, screenshots):
+    def held_as_the_database_says(d: WebDriver) -> bool:
+        open_page(d, deployment, "/assets/held_usage")
+        until(d, text_has("held_rows", "orgs_without_customer"), "held_usage's metadata")
+        with psycopg.connect(deployment.database_url) as conn:
+            held = conn.execute(
+                "SELECT count(DISTINCT (hp.price_id IS NULL, hp.resource_kind_id, "
+                "coalesce(hp.org_guid, ''))) FROM billing.hourly_posting hp "
+                "WHERE hp.price_id IS NULL OR hp.customer_id IS NULL").fetchone()
+        shown = re.search(r"held_rows\n[^\n]+\n([\d,]+)\n", page_text(d))
+        return bool(shown and held and int(shown[1].replace(",", "")) == held[0])
+
+    # held_usage follows the pricing runs (the automation sensor): it may be a tick behind
+    until(operator, held_as_the_database_says, "held_usage to list what the database holds",
+          BACKFILL_SECONDS)
+    shoot(operator, screenshots, "08-held-usage")
+
+    open_page(operator, deployment, "/assets/month_to_date")
+    until(operator, text_has("measured_share", "charge_so_far_credits", "by_customer"),
+          "month_to_date's metadata")
+    text = page_text(operator)
+    month = re.search(r"business_month\n[^\n]+\n(\d{4}-\d{2})\n", text)
+    assert month, text
+    shoot(operator, screenshots, "08b-month-to-date")
+    click(operator, "//*[normalize-space()='by_customer']/following::a"
+                    "[normalize-space()='[Show Markdown]'][1]", "by_customer's [Show Markdown]")
+    dialog = until(operator, lambda d: next(
+        (e for e in d.find_elements(By.CSS_SELECTOR, "[role=dialog]")
+         if "charge so far" in e.text), None), "the customers' charge so far")
+    links = [a.get_attribute("href") or "" for a in dialog.find_elements(By.TAG_NAME, "a")
+             if "/statements/" in (a.get_attribute("href") or "")]
+    assert links, dialog.text
+    shoot(operator, screenshots, "08c-month-to-date-customers")
+    download = fetch(operator, links[0])
+    customer = urlsplit(links[0]).path.rsplit("/", 1)[1].removesuffix(".csv")
+    assert download.status_code == 200, download.text
+    assert all(r.startswith(f"{customer},{month[1]},")
+               for r in download.text.splitlines()[1:]), download.text
+    click(operator, "//div[@role='dialog']//button[normalize-space()='Close']", "Close")
