@@ -98,6 +98,12 @@ def test_hours_measured_outside_dagster_are_recorded_per_partition(conn):
         assert materialization.metadata["measured"] == dg.TextMetadataValue(
             "a test, outside Dagster")
         assert materialization.tags == {MEASURED_BY: "a-test"}
+        # each hour's hour_complete judges that materialization (snapshots alone: carried)
+        infos = instance.event_log_storage.get_asset_check_partition_info(
+            [dg.AssetCheckKey(dg.AssetKey("hourly_measurements"), "hour_complete")])
+        assert sorted((i.partition_key, i.latest_execution_status.value, i.is_current)
+                      for i in infos) == [(key, "FAILED", True) for key in (
+                          "2025-03-03-04:00", "2025-03-03-05:00", "2025-03-03-06:00")]
 
 
 def test_a_run_of_many_hours_gives_each_partition_its_own_hour_and_hour_complete_check(
@@ -117,10 +123,12 @@ def test_a_run_of_many_hours_gives_each_partition_its_own_hour_and_hour_complete
         assert dg.materialize([hourly_measurements, priced_postings], instance=instance,
                               resources={"db": BillingDatabase(url=db_url)},
                               tags={RANGE_START: keys[0], RANGE_END: keys[-1]}).success
-        checks = {r.partition: r.status.value for r in
-                  instance.event_log_storage.get_asset_check_execution_history(
-                      dg.AssetCheckKey(dg.AssetKey("hourly_measurements"), "hour_complete"),
-                      limit=10)}
+        # as the UI's check partitions read them: each evaluation judges its partition's
+        # newest materialization (else Dagster shows the partition as not evaluated)
+        infos = instance.event_log_storage.get_asset_check_partition_info(
+            [dg.AssetCheckKey(dg.AssetKey("hourly_measurements"), "hour_complete")])
+        assert infos and all(i.is_current for i in infos), infos
+        checks = {i.partition_key: i.latest_execution_status.value for i in infos}
         shown = {}
         for asset in HOURLY:
             for key in keys:

@@ -12,7 +12,12 @@ from billing_dagster.partitions import hourly_partitions, utc_window
 from billing_dagster.resources import AwsApi, BillingDatabase, Clock, CloudFoundryApi
 from billing_dagster.usage.aws import LandedAwsReading, read_and_land
 from billing_dagster.usage.events import LandedEvents, land_events
-from billing_dagster.usage.hours import HOUR_COMPLETE, MEASUREMENTS, hour_reports
+from billing_dagster.usage.hours import (
+    HOUR_COMPLETE,
+    MEASUREMENTS,
+    hour_reports,
+    newest_materializations,
+)
 from billing_dagster.usage.measurements import DerivedWindow, derive_window, summarize_window
 from billing_dagster.usage.snapshot import LandedSnapshot, land_snapshot, take_snapshot
 
@@ -244,10 +249,15 @@ def hourly_measurements(
     elif run_checks:
         yield window_check
     if dg.AssetCheckKey(MEASUREMENTS, HOUR_COMPLETE) in context.selected_asset_check_keys:
+        # each hour judges its partition's newest materialization: this run's, if it measured
+        targets = newest_materializations(context.instance, [h.partition_key for h in hours],
+                                          context.run.run_id if measure else None)
         for hour in hours:
-            # log_event records check evaluations although its annotation names only the
-            # other event types
-            context.log_event(hour.check_evaluation())  # pyright: ignore[reportArgumentType]
+            if hour.partition_key in targets:
+                # log_event records check evaluations although its annotation names only the
+                # other event types
+                context.log_event(hour.check_evaluation(  # pyright: ignore[reportArgumentType]
+                    targets[hour.partition_key]))
 
 
 def _snapshot_metadata(landed: LandedSnapshot) -> dict[str, Any]:

@@ -8,6 +8,7 @@ so a flagged hour shows as failed in the check's partition bar however it was ru
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,6 +17,9 @@ from typing import Any
 
 import dagster as dg
 import psycopg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # no public name
+    AssetCheckEvaluationTargetMaterializationData as MaterializationTarget,
+)
 from psycopg.rows import dict_row
 
 from billing_dagster.partitions import hourly_keys_between
@@ -90,14 +94,36 @@ class HourReport:
             "measurement_status": _status(self),
         }
 
-    def check_evaluation(self) -> dg.AssetCheckEvaluation:
+    def check_evaluation(self, target: MaterializationTarget | None) -> dg.AssetCheckEvaluation:
+        """This hour's hour_complete evaluation, of ``target``: the partition's materialization
+        it judges (Dagster shows an evaluation in the check's partitions only while it targets
+        the partition's newest materialization)."""
         flagged = _flagged(self)
         return dg.AssetCheckEvaluation(
             asset_key=MEASUREMENTS, check_name=HOUR_COMPLETE, passed=not flagged,
             severity=dg.AssetCheckSeverity.WARN, partition=self.partition_key,
-            description=_status(self),
+            description=_status(self), target_materialization_data=target,
             metadata={"hour_start_utc": self.hour_start.isoformat(),
                       "flagged_meters": dg.MetadataValue.json(flagged)})
+
+
+def newest_materializations(instance: dg.DagsterInstance, keys: list[str],
+                            run_id: str | None) -> dict[str, MaterializationTarget]:
+    """The newest materialization of each hourly partition of ``keys`` (that has one), as a
+    check evaluation's target. ``run_id``: the run that just made them ("" for runless events);
+    None to look each one up (a check run on its own)."""
+    storage_ids = instance.event_log_storage.get_latest_storage_id_by_partition(
+        MEASUREMENTS, dg.DagsterEventType.ASSET_MATERIALIZATION, set(keys))
+    targets = {}
+    for key, storage_id in storage_ids.items():
+        made_by, at = run_id, time.time()
+        if made_by is None:
+            (record,) = instance.fetch_materializations(dg.AssetRecordsFilter(
+                asset_key=MEASUREMENTS, asset_partitions=[key]), limit=1).records
+            made_by, at = record.run_id, record.timestamp
+        targets[key] = MaterializationTarget(storage_id=storage_id, run_id=made_by,
+                                             timestamp=at)
+    return targets
 
 
 def _status(report: HourReport) -> str:

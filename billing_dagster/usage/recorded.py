@@ -16,7 +16,7 @@ from datetime import datetime
 import dagster as dg
 import psycopg
 
-from billing_dagster.usage.hours import hour_reports
+from billing_dagster.usage.hours import hour_reports, newest_materializations
 
 log = logging.getLogger(__name__)
 MEASURED_BY = "billing/measured_by"
@@ -41,7 +41,8 @@ def record_measured_hours(instance: dg.DagsterInstance, conn: psycopg.Connection
         instance.report_runless_asset_event(dg.AssetMaterialization(
             "priced_postings", partition=hour.partition_key, tags=tags,
             metadata={**hour.posting_metadata(), "measured": how}))
-        instance.report_runless_asset_event(hour.check_evaluation())
+        target = newest_materializations(instance, [hour.partition_key], "")
+        instance.report_runless_asset_event(hour.check_evaluation(target[hour.partition_key]))
         recorded += 1
     log.info("recorded %d hours measured outside Dagster (%s) as materializations", recorded,
              description)
