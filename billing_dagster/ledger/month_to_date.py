@@ -55,7 +55,7 @@ def month_to_date(db: BillingDatabase, clock: Clock) -> dg.MaterializeResult:
         "measured_share": _share(hours["measured"], hours["elapsed"]),
         "complete_share": _share(hours["complete"], hours["elapsed"]),
         "customers": len(customers),
-        "charge_so_far_microcredits_exact": str(total),
+        "charge_so_far_microcredits_exact": f"{total:.6f}",
         "charge_so_far_credits": f"{total / MICROCREDITS_PER_CREDIT:,.6f}",
         "by_customer": dg.MetadataValue.md(_customer_table(month, customers)),
     })
