@@ -250,15 +250,20 @@ def test_each_month_shows_the_tier_in_effect_on_its_first_day(priced, tmp_path: 
         "beta,2025-03,total,,,,,,,,7000000,7.000000,,,,"]
 
 
-def test_the_asset_writes_both_files_and_shows_the_statement(priced, db_url, tmp_path: Path):
-    # F: 10 credits for March; 15 hours used in March: 10 from F, 5 overage
+def march_statements(priced, db_url: str, tmp_path: Path) -> dg.ExecuteInProcessResult:
+    """F: 10 credits for March; 15 hours used in March: 10 from F, 5 overage; posted, and the
+    month's statements written under ``tmp_path``."""
     add_agreement(priced, "F", 10, "2025-03-01", "2025-04-01")
     run_hours(priced, "a", "2025-03", day=2, hours=15)
     derive_price_post(priced, "2025-03")
-    result = dg.materialize(
+    return dg.materialize(
         [monthly_statements], partition_key="2025-03",
         resources={"db": BillingDatabase(url=db_url)},
         run_config={"ops": {"monthly_statements": {"config": {"output_dir": str(tmp_path)}}}})
+
+
+def test_the_asset_writes_both_files_and_shows_the_statement(priced, db_url, tmp_path: Path):
+    result = march_statements(priced, db_url, tmp_path)
     assert result.success
     (materialization,) = result.asset_materializations_for_node("monthly_statements")
     metadata = {k: v.value for k, v in materialization.metadata.items()}
@@ -305,13 +310,7 @@ def test_a_lot_moved_by_an_unknown_transaction_type_is_refused():
 
 def test_each_customers_statement_downloads_from_the_ui_as_the_asset_wrote_it(
         priced, db_url, tmp_path: Path):
-    add_agreement(priced, "F", 10, "2025-03-01", "2025-04-01")
-    run_hours(priced, "a", "2025-03", day=2, hours=15)
-    derive_price_post(priced, "2025-03")
-    result = dg.materialize(
-        [monthly_statements], partition_key="2025-03",
-        resources={"db": BillingDatabase(url=db_url)},
-        run_config={"ops": {"monthly_statements": {"config": {"output_dir": str(tmp_path)}}}})
+    result = march_statements(priced, db_url, tmp_path)
     (materialization,) = result.asset_materializations_for_node("monthly_statements")
     metadata = {k: v.value for k, v in materialization.metadata.items()}
     links = ["/statements/2025-03/acme.csv", "/statements/2025-03/acme-agreements.csv"]
@@ -353,6 +352,6 @@ def test_month_to_date_shows_the_charge_so_far_and_how_much_of_the_month_is_meas
     assert (metadata["hours_elapsed"], metadata["hours_measured"], metadata["hours_complete"],
             metadata["measured_share"], metadata["complete_share"]) == (55, 40, 0, "72.7%",
                                                                         "0.0%")
-    assert Decimal(metadata["charge_so_far_microcredits_exact"]) == 15 * CREDIT
+    assert Decimal(str(metadata["charge_so_far_microcredits_exact"])) == 15 * CREDIT
     assert "| acme | Acme | 15.000000 | 15,000,000.000000 | 2025-03-02 19:00 " \
            "| [2025-03-acme.csv](/statements/2025-03/acme.csv) |" in str(metadata["by_customer"])

@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 from psycopg.rows import dict_row
 
+from billing_dagster.automation import AFTER_UPSTREAM
 from billing_dagster.ledger.posting import PostedMonth, post_month
 from billing_dagster.ledger.statements import (
     Statement,
@@ -98,8 +99,7 @@ def _posting_metadata(posted: PostedMonth) -> dict[str, Any]:
     kinds={"postgres"},
     deps=[ledger_entries],
     # refreshed whenever a month is posted (the automation sensor runs it)
-    automation_condition=dg.AutomationCondition.any_deps_updated()
-    & ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress(),
+    automation_condition=AFTER_UPSTREAM,
     check_specs=[dg.AssetCheckSpec(
         "customers_within_credits", asset="customer_balances",
         description="No customer has used more credits than its agreements provide: no "

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 from psycopg.rows import dict_row
 
+from billing_dagster.automation import AFTER_UPSTREAM
 from billing_dagster.ledger.statements import MICROCREDITS_PER_CREDIT, statement_link
 from billing_dagster.partitions import BUSINESS_TIMEZONE, monthly_partitions, utc_window
 from billing_dagster.pricing.assets import priced_postings
@@ -27,8 +28,7 @@ def _share(part: int, whole: int) -> str:
     kinds={"postgres"},
     deps=[priced_postings],
     # refreshed after each pricing run (the automation sensor runs it)
-    automation_condition=dg.AutomationCondition.any_deps_updated()
-    & ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress(),
+    automation_condition=AFTER_UPSTREAM,
 )
 def month_to_date(db: BillingDatabase, clock: Clock) -> dg.MaterializeResult:
     """The business month under way (New York), up to the hour now begins: the hours elapsed,

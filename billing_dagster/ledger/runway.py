@@ -35,6 +35,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from billing_dagster.alerts import alert_webhook_url, post_alert
+from billing_dagster.automation import AFTER_UPSTREAM
 from billing_dagster.ledger.agreements import OVERAGE, Lot, draw_down, hourly_integers
 from billing_dagster.ledger.assets import ledger_entries
 from billing_dagster.ledger.posting import customer_lots
@@ -519,8 +520,7 @@ def record_alerts(conn: psycopg.Connection,
     kinds={"postgres"},
     deps=[priced_postings, ledger_entries],
     # refreshed after each metering run and posting (the automation sensor runs it)
-    automation_condition=dg.AutomationCondition.any_deps_updated()
-    & ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress(),
+    automation_condition=AFTER_UPSTREAM,
 )
 def customer_runway(db: BillingDatabase) -> dg.MaterializeResult:
     """One row per customer (and under it, per agreement), as of the end of the newest hour

@@ -6,6 +6,7 @@ from typing import Any
 import dagster as dg
 from psycopg.rows import dict_row
 
+from billing_dagster.automation import AFTER_UPSTREAM
 from billing_dagster.partitions import hourly_partitions, utc_window
 from billing_dagster.pricing.postings import PricedWindow, price_window
 from billing_dagster.resources import BillingDatabase
@@ -77,8 +78,7 @@ def _held_table(priced: PricedWindow) -> str:
     kinds={"postgres"},
     deps=[priced_postings],
     # refreshed after each pricing run (the automation sensor runs it)
-    automation_condition=dg.AutomationCondition.any_deps_updated()
-    & ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress(),
+    automation_condition=AFTER_UPSTREAM,
     check_specs=[dg.AssetCheckSpec(
         "nothing_held", asset="held_usage",
         description="No usage, of any hour, waits for a kind's name or price or for an org's "
