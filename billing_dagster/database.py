@@ -17,6 +17,13 @@ import psycopg
 from billing_dagster.settings import DatabaseSettings
 
 log = logging.getLogger(__name__)
+# UTC and the billing schema; and no JIT: PostgreSQL compiles a query to machine code when its
+# estimated cost passes jit_above_cost, and the window queries' estimates (generate_series of
+# hours, LATERAL subqueries per hour) pass it on tables of a few rows. Compiling then took
+# 1.4 s of a 1.43 s statement that reads 150 rows (derive_aws_coverage, EXPLAIN ANALYZE);
+# the statements that do read millions of rows are joins and aggregates, where JIT gains
+# little (bench/pricing.py measures both).
+SESSION_OPTIONS = "-c timezone=UTC -c search_path=billing,public -c jit=off"
 _embedded_lock = threading.Lock()
 
 
@@ -45,14 +52,14 @@ def resolve_url(settings: DatabaseSettings) -> str:
 
 @contextmanager
 def connect(url: str) -> Iterator[psycopg.Connection]:
-    """A connection whose session runs in UTC with the billing schema first on the path.
+    """A connection whose session runs in UTC with the billing schema first on the path, and
+    without JIT compilation (see SESSION_OPTIONS).
 
     It is in autocommit mode: every write of the project happens inside an explicit
     ``with conn.transaction():`` block, which is then a real transaction (never a savepoint of
     an implicit one a previous read left open), and plain reads hold no transaction open.
     """
-    with psycopg.connect(url, autocommit=True,
-                         options="-c timezone=UTC -c search_path=billing,public") as conn:
+    with psycopg.connect(url, autocommit=True, options=SESSION_OPTIONS) as conn:
         yield conn
 
 

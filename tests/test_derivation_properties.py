@@ -6,10 +6,10 @@ project calls an hour complete."""
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from billing_dagster.database import connect
 from billing_dagster.meters import STREAMS
 from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.usage.events import land_events
@@ -90,7 +90,7 @@ def test_derivation_equals_a_plain_integration_of_the_timeline(
                for p in chosen]
     # a database per example: landed usage is append-only, so it cannot be emptied in place
     with fresh_database(admin_url, template_database) as db_url, \
-            psycopg.connect(db_url) as conn, Simulator(
+            connect(db_url) as conn, Simulator(
             foundation, client_id=SIM_CLIENT[0], client_secret=SIM_CLIENT[1]) as sim:
 
         def land(at: datetime, per_page: int) -> None:
