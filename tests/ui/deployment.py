@@ -9,7 +9,10 @@ Before they start, the database is given a history, as `make run` gives it: the 
 catalog loaded and a landing run (snapshot, usage events, AWS readings) as Dagster runs, hours
 measured and priced outside Dagster and recorded as materializations (record_measured_hours),
 the previous business month posted with its statements, balances and runway refreshed. The
-newest 30 hours are left unmeasured: the UI shows them missing, and the tests backfill 24.
+newest 30 hours are left unmeasured: the UI shows them missing, and the tests backfill 24. AWS
+was not read for five hours of the first day (AWS_OUTAGE): those hours are flagged. The three
+hours before the unmeasured ones were measured before CF's events were first landed, so they
+are flagged too until remeasure_sensor (in the daemon) measures them again.
 """
 
 from __future__ import annotations
@@ -58,8 +61,12 @@ REPO = Path(__file__).resolve().parents[2]
 HOUR = timedelta(hours=1)
 NEW_YORK = ZoneInfo(BUSINESS_TIMEZONE)
 UNMEASURED_HOURS = 30  # the newest hours left missing
+EARLY_HOURS = 3  # the hours before those, measured before CF's events landed
 BACKFILL_HOURS = 24  # of which the tests backfill these (the oldest of them)
 AWS_READING_EVERY = timedelta(minutes=110)  # rds/opensearch need readings <= 2 h apart
+# no AWS reading lands in these hours of the first measured day (an outage): the gauges' hours
+# in it are not determined by the landed data, so hour_complete fails there
+AWS_OUTAGE = (timedelta(hours=6), timedelta(hours=11))
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 DAEMONS = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"
 LOCATION = """{ workspaceOrError { __typename ... on Workspace {
@@ -78,6 +85,7 @@ class Deployment:
     start: datetime  # its first instant (midnight in New York), UTC
     partitions: list[str]  # every hourly partition key up to the last complete hour
     measured: list[str]  # the keys recorded as measured outside Dagster
+    measured_early: list[str]  # of which these were measured before CF's events landed
     to_backfill: list[str]  # the 24 missing keys the tests backfill from the UI
     month: str  # the business month posted (monthly partition key)
 
@@ -109,9 +117,10 @@ def deployed(database_url: str, aws: EmbeddedAws, workdir: Path) -> Iterator[Dep
     month = f"{start_day.replace(day=1):%Y-%m}"
     # measured outside Dagster: the first day (in the posted month) and up to two days before
     # the cutoff (the two meet in the first days of a month)
-    windows = [(start, min(start + 24 * HOUR, cutoff))]
-    if cutoff > start + 24 * HOUR:
-        windows.append((max(start + 24 * HOUR, cutoff - 48 * HOUR), cutoff))
+    early = (cutoff - EARLY_HOURS * HOUR, cutoff)
+    windows = [(start, min(start + 24 * HOUR, early[0]))]
+    if early[0] > start + 24 * HOUR:
+        windows.append((max(start + 24 * HOUR, early[0] - 48 * HOUR), early[0]))
     home, logs, statements = workdir / "dagster_home", workdir / "logs", workdir / "statements"
     for directory in (home, logs, statements):
         directory.mkdir(parents=True)
@@ -128,7 +137,7 @@ def deployed(database_url: str, aws: EmbeddedAws, workdir: Path) -> Iterator[Dep
             patch.setenv("BILLING_DAGSTER_PG_URL", sqlalchemy_url(url))  # read by dagster.yaml
             instance = dg.DagsterInstance.from_config(str(home))
         with instance:
-            _history(instance, sim, aws, database_url, statements, windows, month, now)
+            _history(instance, sim, aws, database_url, statements, windows, early, month, now)
         env = _environment(url, home, statements, start_day, sim, aws)
         port = free_port()
         children: list[subprocess.Popen[bytes]] = []
@@ -143,12 +152,13 @@ def deployed(database_url: str, aws: EmbeddedAws, workdir: Path) -> Iterator[Dep
                         command, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
                         start_new_session=True))
             partitions = hourly_keys_between(start, this_hour)
+            measured_early = hourly_keys_between(*early)
             measured = [key for window in windows for key in hourly_keys_between(*window)]
             deployment = Deployment(
                 url=f"http://127.0.0.1:{port}", database_url=database_url, home=home, logs=logs,
                 statements_dir=statements, billing_start=start_day, start=start,
                 partitions=partitions,
-                measured=measured,
+                measured=measured + measured_early, measured_early=measured_early,
                 to_backfill=hourly_keys_between(cutoff, cutoff + BACKFILL_HOURS * HOUR),
                 month=month)
             _wait_until_ready(deployment, children)
@@ -159,7 +169,7 @@ def deployed(database_url: str, aws: EmbeddedAws, workdir: Path) -> Iterator[Dep
 
 def _history(instance: dg.DagsterInstance, sim: Simulator, aws: EmbeddedAws,
              database_url: str, statements: Path, windows: list[tuple[datetime, datetime]],
-             month: str, now: datetime) -> None:
+             early: tuple[datetime, datetime], month: str, now: datetime) -> None:
     resources: dict[str, Any] = {
         "db": BillingDatabase(url=database_url),
         "cf": CloudFoundryApi(api_url=sim.url, client_id=SIM_CLIENT[0],
@@ -184,12 +194,18 @@ def _history(instance: dg.DagsterInstance, sim: Simulator, aws: EmbeddedAws,
         if readings:
             at = max(at, readings[-1] + AWS_READING_EVERY)
         while at < last:
-            readings.append(at)
+            if not windows[0][0] + AWS_OUTAGE[0] <= at < windows[0][0] + AWS_OUTAGE[1]:
+                readings.append(at)
             at += AWS_READING_EVERY
     with connect(database_url) as conn:
         for at in readings:
             sim.advance_to(at)
             read_and_land(conn, clients, AWS_METERS, at)
+        # measured before any of CF's events landed: CF's meters are a gap in these hours
+        derive_window(conn, *early)
+        price_window(conn, *early)
+        record_measured_hours(instance, conn, *early, "tests-ui-history",
+                              "measured before CF's usage events were landed")
     # the landing, as the hourly landing_job does it: CF's events since the foundation began
     # (the first read rebuilds the history from them), a snapshot, and AWS now
     run([foundation_snapshot, usage_events, aws_readings], run_config=QUIET)

@@ -3,7 +3,10 @@
 of hourly_measurements, backfills 24 of them from the UI (one run, run by the daemon), and reads
 an asset check, the ledger's metadata and a statement; a reader, in a browser of their own, is
 shown Materialize greyed out (Dagster's read-only view), a launch sent anyway with their session
-is refused, and no run is created.
+is refused, and no run is created. Then the hours as the database has them: hour_complete's
+partitions (the history's AWS outage fails some), each hour's own metadata, held_usage,
+month_to_date, and hours measured before their events landed measured again by
+remeasure_sensor.
 
 Each step saves screenshots (PNG) into BILLING_UI_SCREENSHOTS (default .artifacts/ui), named by
 step number. The tests run in order but each can run alone (a browser not logged in yet logs
@@ -37,9 +40,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from billing_dagster.jobs import REMEASURED
 from billing_dagster.partitions import RANGE_END, RANGE_START, hourly_keys_between
 from tests.ui.conftest import Browsers
-from tests.ui.deployment import BACKFILL_HOURS, Deployment
+from tests.ui.deployment import AWS_OUTAGE, BACKFILL_HOURS, Deployment
 
 pytestmark = pytest.mark.browser
 T = TypeVar("T")
@@ -304,9 +308,10 @@ def test_03_the_partitions_view_shows_the_missing_hours(operator, deployment, sc
     assert sum(counts[status] for status in (
         "materialized", "materializing", "missing", "failed")) == counts["all"], counts
     assert counts["failed"] == 0, counts
-    # the hours measured outside Dagster show as materialized; the newest 30 (and the gap
+    # the hours measured outside Dagster show as materialized (or materializing: the three
+    # measured before their events may be being measured again); the newest 30 (and the gap
     # between the two measured windows, if any) as missing
-    assert counts["materialized"] >= len(deployment.measured), counts
+    assert counts["materialized"] + counts["materializing"] >= len(deployment.measured), counts
     assert counts["missing"] >= len(deployment.to_backfill), counts
     shoot(operator, screenshots, "03-partitions-missing")
 
@@ -530,14 +535,32 @@ def test_07_each_hour_shows_its_own_figures_and_a_flagged_hour_fails_its_check(
 
     shown, truth = until(operator, statuses, "hour_complete's partitions to match the "
                                              "database's flagged hours")
-    # (this deployment's hours are all determined by CF's events and AWS's samples; the
-    # failing side is tests/test_partitions.py's, and any flagged hour here must show FAILED)
+    # the deployment's AWS outage leaves hours of its first day undetermined: they fail
+    # (and only they, with whatever else the database flags); the rest succeed
+    outage = {hour_key(deployment.start + h * HOUR)
+              for h in range(int(AWS_OUTAGE[0] / HOUR) + 1, int(AWS_OUTAGE[1] / HOUR))}
+    assert outage and all(shown[key] == "FAILED" for key in outage), (sorted(outage), shown)
     assert "SUCCEEDED" in shown.values() and len(shown) >= len(deployment.measured), shown
 
     open_page(operator, deployment, "/assets/hourly_measurements")
     open_tab(operator, "Checks")
     until(operator, text_has("hour_complete", "hours_complete"), "the checks of the asset")
     shoot(operator, screenshots, "07-hour-complete-checks")
+    # the check's own page: its partitions, the failed hours among them
+    open_page(operator, deployment, "/assets/hourly_measurements?view=checks"
+                                    "&checkDetail=hour_complete")
+    until(operator, text_has("Execution history"), "hour_complete's own tabs")
+    # (the asset's own Partitions tab comes first on the page; the check's is the last)
+    click(operator, "(//*[normalize-space(text())='Partitions'])[last()]",
+          "the check's Partitions tab")
+    def failed_count(d: WebDriver) -> int | None:
+        text = page_text(d)
+        found = re.search(r"(?<!Execution )Failed \((\d+)\)", text)
+        return int(found[1]) if found and "Passed (" in text else None
+
+    failed = until(operator, failed_count, "hour_complete's partitions, passed and failed")
+    assert failed >= len(outage), page_text(operator)
+    shoot(operator, screenshots, "07c-hour-complete-partitions")
 
     node = graphql(operator, deployment, HOURLY, {"partitions": sorted(truth)})[
         "assetNodeOrError"]
@@ -551,8 +574,8 @@ def test_07_each_hour_shows_its_own_figures_and_a_flagged_hour_fails_its_check(
     assert len(newest) >= len(deployment.measured), sorted(newest)
     for key, metadata in newest.items():
         assert metadata["rows"] == rows.get(key, 0), (key, metadata)
-        assert metadata["status"] == ("complete" if truth[key] == "SUCCEEDED"
-                                      else metadata["status"]), (key, metadata)
+        assert (metadata["status"] == "complete") == (truth[key] == "SUCCEEDED"), \
+            (key, metadata)
     in_runs = [k for k, m in newest.items() if "run_hours" in m and m["run_hours"] > 1]
     if in_runs:  # the backfill of test_04: one run of many hours, each its own figures
         assert len({newest[k]["rows"] for k in in_runs}) >= 1
@@ -599,3 +622,58 @@ def test_08_held_usage_and_the_month_to_date(operator, deployment, screenshots):
     assert download.status_code == 200, download.text
     assert all(r.startswith(f"{customer},{month[1]},")
                for r in download.text.splitlines()[1:]), download.text
+
+
+METERING_RUNS = """
+query MeteringRuns {
+  runsOrError(filter: {pipelineName: "metering_job"}) {
+    ... on Runs { results { runId status tags { key value } } }
+  }
+}"""
+
+
+def test_09_hours_measured_before_their_events_landed_are_measured_again(
+        operator, deployment, screenshots):
+    """The deployment's three hours measured before CF's events were first landed (a gap in
+    CF's meters, their hour_complete failed): remeasure_sensor, in the daemon, sees the events
+    that cover them land and measures them again in one run; then their check succeeds and
+    CF's meters are complete there, as the database says."""
+    early = deployment.measured_early
+    open_page(operator, deployment, "/assets/hourly_measurements")  # logs in when run alone
+
+    def remeasured(d: WebDriver) -> dict[str, Any] | None:
+        for run in graphql(d, deployment, METERING_RUNS)["runsOrError"]["results"]:
+            tags = {t["key"]: t["value"] for t in run["tags"]}
+            if (REMEASURED in tags and tags.get(RANGE_START) == early[0]
+                    and tags.get(RANGE_END) == early[-1]):
+                return run if run["status"] in ("SUCCESS", "FAILURE", "CANCELED") else None
+        return None
+
+    run = until(operator, remeasured, f"remeasure_sensor's run of {early[0]}...{early[-1]}",
+                BACKFILL_SECONDS)
+    assert run["status"] == "SUCCESS", (run, deployment.log_tails())
+    hours = [deployment.start + deployment.partitions.index(key) * HOUR for key in early]
+    with psycopg.connect(deployment.database_url) as conn:
+        coverage = conn.execute(
+            "SELECT hour_start, meter, status, reason FROM billing.hour_coverage "
+            "WHERE hour_start = ANY(%s) AND meter IN ('cfapps', 'cfservices')",
+            (hours,)).fetchall()
+    assert len(coverage) == 2 * len(early), coverage
+    assert all(status == "complete" for _, _, status, _ in coverage), coverage
+
+    def checks_succeeded(d: WebDriver) -> bool:
+        node = graphql(d, deployment, HOURLY, {"partitions": early})["assetNodeOrError"]
+        (check,) = [c for c in node["assetChecksOrError"]["checks"]
+                    if c["name"] == "hour_complete"]
+        shown = {}
+        keys = deployment.partitions
+        for r in (check["partitionStatuses"] or {}).get("ranges", []):
+            for key in keys[keys.index(r["startKey"]):keys.index(r["endKey"]) + 1]:
+                shown[key] = r["status"]
+        return all(shown.get(key) == "SUCCEEDED" for key in early)
+
+    until(operator, checks_succeeded, "hour_complete to succeed in the re-measured hours")
+    open_page(operator, deployment, f"/runs/{run['runId']}")
+    until(operator, text_has("RUN_SUCCESS", "remeasure_sensor"),
+          "the re-measuring run's page")
+    shoot(operator, screenshots, "09-remeasured-run")
