@@ -35,7 +35,8 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/pyright
 
-bench: install  ## snapshot, landing and derivation timings against the simulator
+bench: install  ## snapshot, landing, derivation and pricing timings beside their floors
+	$(BIN)/python -m bench.pricing
 	$(BIN)/python -m bench.snapshot
 	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.backfill

@@ -8,22 +8,30 @@ DELETE FROM billing.hourly_posting
 -- to the customer that owns its org (by guid) at that hour, and roll it up per hour, space,
 -- org, customer, resource kind and price. Unpriced usage and usage of orgs with no owner are
 -- kept with NULL price or customer.
+-- The measurements are summed per hour, space and kind first, and only those sums are joined:
+-- a space has one org, an org one owner at an instant and a kind one price at an instant (the
+-- catalog's exclusion constraints), so each sum is one posting row. Joining first and grouping
+-- after priced 7.43M measurements in 26-35 s; this way 16-19 s (bench/pricing.py).
 INSERT INTO billing.hourly_posting
        (hour_start, org_guid, space_guid, customer_id, resource_kind_id, price_id,
         microcredits_per_unit, unit, quantity, amount_microcredits, resources)
-SELECT m.hour_start, sp.org_guid, r.space_guid, ow.customer_id, m.resource_kind_id, p.id,
-       p.microcredits_per_unit, p.unit, sum(m.value),
-       sum(m.value)::numeric * p.microcredits_per_unit / p.unit, count(*)
-  FROM billing.hourly_measurement m
-  JOIN billing.resource r ON r.id = m.resource_id
-  LEFT JOIN billing.cf_space sp ON sp.guid = r.space_guid
+WITH usage AS (
+    SELECT m.hour_start, r.space_guid, m.resource_kind_id, sum(m.value) AS quantity,
+           count(*) AS resources
+      FROM billing.hourly_measurement m
+      JOIN billing.resource r ON r.id = m.resource_id
+     WHERE m.hour_start >= %(window_start)s AND m.hour_start < %(window_end)s
+     GROUP BY m.hour_start, r.space_guid, m.resource_kind_id
+)
+SELECT u.hour_start, sp.org_guid, u.space_guid, ow.customer_id, u.resource_kind_id, p.id,
+       p.microcredits_per_unit, p.unit, u.quantity,
+       u.quantity::numeric * p.microcredits_per_unit / p.unit, u.resources
+  FROM usage u
+  LEFT JOIN billing.cf_space sp ON sp.guid = u.space_guid
   LEFT JOIN billing.org_ownership ow
-         ON ow.org_guid = sp.org_guid AND ow.valid_during @> m.hour_start
+         ON ow.org_guid = sp.org_guid AND ow.valid_during @> u.hour_start
   LEFT JOIN billing.price p
-         ON p.resource_kind_id = m.resource_kind_id AND p.valid_during @> m.hour_start
- WHERE m.hour_start >= %(window_start)s AND m.hour_start < %(window_end)s
- GROUP BY m.hour_start, sp.org_guid, r.space_guid, ow.customer_id, m.resource_kind_id, p.id,
-          p.microcredits_per_unit, p.unit;
+         ON p.resource_kind_id = u.resource_kind_id AND p.valid_during @> u.hour_start;
 
 -- name: postings_by_customer
 -- Priced usage of a window per customer, for metadata (exact amounts, not yet rounded).

@@ -251,7 +251,11 @@ def run(database_url: str, scenario: Scenario) -> Report:
             connect(database_url) as conn:
         world = AwsFoundation(foundation, aws.clients())
         load_catalog(conn, read_catalog(catalog))
-        churn = Production(sim, aws, conn, database_url, s).live()
+        production = Production(sim, aws, conn, database_url, s)
+        try:
+            churn = production.live()
+        finally:
+            production.close()
         report = compare(sim, world, conn, s, catalog)
         report.churn = churn
     return report
@@ -270,6 +274,9 @@ class Production:
         self.measured_to = scenario.month_start  # hours before this are measured
         self.churn: dict[str, int] = defaultdict(int)
         self._dagster = _DagsterRuns(sim, aws, database_url)
+
+    def close(self) -> None:
+        self._dagster.instance.dispose()  # its temporary directory, removed now
 
     def live(self) -> dict[str, int]:
         s = self.s
