@@ -507,6 +507,21 @@ def hour_key(hour: datetime) -> str:
     return hourly_keys_between(hour, hour + HOUR)[0]
 
 
+def hour_complete_statuses(driver: WebDriver, deployment: Deployment,
+                           partitions: list[str]) -> dict[str, str]:
+    """hour_complete's status per hourly key, as the UI's GraphQL has it (SUCCEEDED, FAILED,
+    ...), for the deployment's keys that ``partitions`` asks about."""
+    node = graphql(driver, deployment, HOURLY, {"partitions": partitions})["assetNodeOrError"]
+    (check,) = [c for c in node["assetChecksOrError"]["checks"] if c["name"] == "hour_complete"]
+    keys = deployment.partitions
+    shown: dict[str, str] = {}
+    for r in (check["partitionStatuses"] or {}).get("ranges", []):
+        if r["startKey"] in keys and r["endKey"] in keys:
+            for key in keys[keys.index(r["startKey"]):keys.index(r["endKey"]) + 1]:
+                shown[key] = r["status"]
+    return shown
+
+
 def test_07_each_hour_shows_its_own_figures_and_a_flagged_hour_fails_its_check(
         operator, deployment, screenshots):
     """The hour_complete check's partitions fail exactly where the database says the landed
@@ -515,16 +530,8 @@ def test_07_each_hour_shows_its_own_figures_and_a_flagged_hour_fails_its_check(
     open_page(operator, deployment, "/assets/hourly_measurements")  # logs in when run alone
 
     def statuses(d: WebDriver) -> tuple[dict[str, str], dict[str, str]] | None:
-        node = graphql(d, deployment, HOURLY, {"partitions": deployment.partitions})[
-            "assetNodeOrError"]
-        (check,) = [c for c in node["assetChecksOrError"]["checks"]
-                    if c["name"] == "hour_complete"]
         keys = deployment.partitions
-        shown: dict[str, str] = {}
-        for r in (check["partitionStatuses"] or {}).get("ranges", []):
-            if r["startKey"] in keys and r["endKey"] in keys:
-                for key in keys[keys.index(r["startKey"]):keys.index(r["endKey"]) + 1]:
-                    shown[key] = r["status"]
+        shown = hour_complete_statuses(d, deployment, keys)
         with psycopg.connect(deployment.database_url) as conn:
             truth = {hour_key(h): "FAILED" if flagged else "SUCCEEDED"
                      for h, flagged in conn.execute(
@@ -553,6 +560,7 @@ def test_07_each_hour_shows_its_own_figures_and_a_flagged_hour_fails_its_check(
     # (the asset's own Partitions tab comes first on the page; the check's is the last)
     click(operator, "(//*[normalize-space(text())='Partitions'])[last()]",
           "the check's Partitions tab")
+
     def failed_count(d: WebDriver) -> int | None:
         text = page_text(d)
         found = re.search(r"(?<!Execution )Failed \((\d+)\)", text)
@@ -662,14 +670,7 @@ def test_09_hours_measured_before_their_events_landed_are_measured_again(
     assert all(status == "complete" for _, _, status, _ in coverage), coverage
 
     def checks_succeeded(d: WebDriver) -> bool:
-        node = graphql(d, deployment, HOURLY, {"partitions": early})["assetNodeOrError"]
-        (check,) = [c for c in node["assetChecksOrError"]["checks"]
-                    if c["name"] == "hour_complete"]
-        shown = {}
-        keys = deployment.partitions
-        for r in (check["partitionStatuses"] or {}).get("ranges", []):
-            for key in keys[keys.index(r["startKey"]):keys.index(r["endKey"]) + 1]:
-                shown[key] = r["status"]
+        shown = hour_complete_statuses(d, deployment, early)
         return all(shown.get(key) == "SUCCEEDED" for key in early)
 
     until(operator, checks_succeeded, "hour_complete to succeed in the re-measured hours")
