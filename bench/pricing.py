@@ -16,7 +16,9 @@ c. floor 1, scanning and grouping: the month's measurements summed per hour and 
 d. floor 2, writing: the postings (a) wrote, inserted again into a bare table of theirs
    (WAL-logged like the real one, without its indexes and checks).
 
-Each pricing starts from a table without postings, as the first pricing of a month does.
+Each pricing starts from a table without postings, as the first pricing of a month does. (a)
+and the floors are timed ``--runs`` times (3) and their medians compared: one run on a 2-core
+machine varies by about a second.
 
 The database is a fresh one on BENCH_ADMIN_URL (see bench.snapshot), dropped at the end.
 """
@@ -25,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 from datetime import UTC, datetime
 
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from bench.snapshot import admin_url, fresh_database, timed
@@ -105,16 +109,18 @@ def price(url: str, jit: bool) -> tuple[int, float]:
         return priced.rows, seconds
 
 
-def floors(url: str) -> tuple[float, float]:
+def floors(url: str, n: int) -> tuple[float, float]:
     window = {"window_start": MONTH[0], "window_end": MONTH[1]}
     with connect(url) as conn:
         _, scan_s = timed(lambda: conn.execute(SCAN_FLOOR_SQL, window).fetchone())
         # a plain (WAL-logged) table with the same columns and no index or constraint
-        conn.execute("CREATE TABLE public.posting_copy (LIKE billing.hourly_posting)")
+        copy = sql.Identifier("public", f"posting_copy_{n}")
+        conn.execute(sql.SQL("CREATE TABLE {} (LIKE billing.hourly_posting)").format(copy))
 
         def write() -> None:
             with conn.transaction():
-                conn.execute("INSERT INTO posting_copy SELECT * FROM billing.hourly_posting")
+                conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM billing.hourly_posting")
+                             .format(copy))
 
         _, write_s = timed(write)
         return scan_s, write_s
@@ -124,6 +130,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.pricing", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resources", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3,
+                        help="pricings and floors timed; the medians are printed")
     args = parser.parse_args()
     admin = admin_url()
     print(f"database server: {conninfo_to_dict(admin).get('host')}, {os.cpu_count()} CPUs")
@@ -131,11 +139,15 @@ def main() -> None:
         measurements, seed_s = timed(lambda: seed(url, args.resources))
         print(f"seeded {measurements:,} measurements of {args.resources:,} resources over "
               f"743 hours in {seed_s:.1f} s")
-        rows, price_s = price(url, jit=False)
+        runs = [price(url, jit=False) for _ in range(args.runs)]
+        rows, price_s = runs[0][0], statistics.median(s for _, s in runs)
         _, jit_s = price(url, jit=True)
-        scan_s, write_s = floors(url)
+        floor_runs = [floors(url, n) for n in range(args.runs)]
+        scan_s = statistics.median(f[0] for f in floor_runs)
+        write_s = statistics.median(f[1] for f in floor_runs)
     floor = scan_s + write_s
-    print(f"{'pricing the month':<44} {price_s:8.2f} s   ({rows:,} posting rows)")
+    print(f"{'pricing the month':<44} {price_s:8.2f} s   ({rows:,} posting rows; median of "
+          f"{args.runs}: {', '.join(f'{s:.2f}' for _, s in runs)})")
     print(f"{'  the same with JIT on':<44} {jit_s:8.2f} s")
     print(f"{'floor 1: scan and group the measurements':<44} {scan_s:8.2f} s")
     print(f"{'floor 2: write the posting rows':<44} {write_s:8.2f} s")

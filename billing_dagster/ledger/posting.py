@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -52,9 +53,13 @@ def post_month(conn: psycopg.Connection, business_month: date, month_start: date
         for name in ("post_agreement_credits", "post_month_usage", "post_iaa_ends"):
             cur.execute(query(name), params)
             rows = cur.fetchall()
-            if name == "post_month_usage":
+            if name == "post_month_usage" and rows:
+                hourly: dict[str, list[tuple[datetime, Decimal]]] = defaultdict(list)
+                for r in cur.execute(query("month_hourly_charges"), params).fetchall():
+                    hourly[r["customer_id"]].append((r["hour_start"], r["amount"]))
                 for row in rows:  # the entries: which lot each hour of the change draws from
-                    _draw_entries(cur, row["transaction_id"], row["customer_id"], params)
+                    _draw_entries(cur, row["transaction_id"], row["customer_id"],
+                                  hourly[row["customer_id"]], params)
             posted.extend(Posted(r["customer_id"], r["transaction_type"], r["idempotency_key"],
                                  int(r["amount_microcredits"])) for r in rows)
     return PostedMonth(business_month, posted)
@@ -73,13 +78,12 @@ def customer_lots(cur: psycopg.Cursor[dict[str, Any]],
 
 
 def _draw_entries(cur: psycopg.Cursor[dict[str, Any]], transaction_id: int, customer_id: str,
-                  params: dict[str, Any]) -> None:
-    """Write a usage transaction's entries: the month's posted total spread over its hours,
-    less what earlier postings of the month drew per hour, drawn from the customer's lots
-    (or given back to them) hour by hour; credits_used takes the whole change."""
+                  exact: list[tuple[datetime, Decimal]], params: dict[str, Any]) -> None:
+    """Write a usage transaction's entries: the month's posted total spread over its hours
+    (``exact``: the customer's exact charge per hour, in hour order), less what earlier
+    postings of the month drew per hour, drawn from the customer's lots (or given back to
+    them) hour by hour; credits_used takes the whole change."""
     at = {**params, "customer_id": customer_id}
-    exact = [(r["hour_start"], r["amount"]) for r in cur.execute(
-        query("month_hourly_charges"), at)]
     total = cur.execute(query("month_posted_total"), at).fetchone()
     spread = dict(hourly_integers(exact, total["amount"] if total else 0))
     before: dict[datetime, dict[str | None, int]] = defaultdict(dict)

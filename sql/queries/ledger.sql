@@ -190,13 +190,14 @@ SELECT d.customer_id, d.transaction_type, d.idempotency_key,
  ORDER BY d.customer_id, d.effective_at, d.idempotency_key;
 
 -- name: month_hourly_charges
--- A customer's exact charge per hour of a business month (priced, owned usage).
-SELECT hour_start, sum(amount_microcredits) AS amount
+-- Every customer's exact charge per hour of a business month (priced, owned usage), read once
+-- per posting for all the customers it posts (one scan of the month, not one per customer).
+SELECT customer_id, hour_start, sum(amount_microcredits) AS amount
   FROM billing.hourly_posting
- WHERE customer_id = %(customer_id)s AND price_id IS NOT NULL
+ WHERE customer_id IS NOT NULL AND price_id IS NOT NULL
    AND hour_start >= %(month_start)s AND hour_start < %(month_end)s
- GROUP BY hour_start
- ORDER BY hour_start;
+ GROUP BY customer_id, hour_start
+ ORDER BY customer_id, hour_start;
 
 -- name: month_posted_total
 -- What a customer's posted lines of a business month add up to (usage posts and adjustments).
