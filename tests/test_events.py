@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
+from billing_dagster.cf.client import CfApiError
 from billing_dagster.meters import METERS, STREAMS
 from billing_dagster.partitions import hourly_keys_between
 from billing_dagster.resources import BillingDatabase
@@ -134,6 +135,45 @@ def test_pages_read_twice_land_once(conn, quiet_sim):
     assert after[0] == before[0]
     assert after[1] - before[1] == len(quiet_sim.foundation.processes)  # the new base snapshot
     assert after[2] == before[2]  # no event observed twice
+
+
+def test_a_read_failing_after_its_first_page_keeps_it_and_the_next_read_lands_the_rest(
+        conn, quiet_sim):
+    """Pages are fetched ahead of the landing by a thread: a fetch that fails stops the read
+    where the landing reaches it, with the pages before it landed and the cursor after them."""
+    land_all(conn, quiet_sim, START + timedelta(minutes=5))
+    stopped = [a for a in quiet_sim.foundation.apps.values() if a.state == "STOPPED"][:3]
+    started = [a for a in quiet_sim.foundation.apps.values() if a.state == "STARTED"][:3]
+    assert len(stopped) == 3 and len(started) == 3
+    for minute, (up, down) in enumerate(zip(stopped, started, strict=True), start=10):
+        quiet_sim.foundation.start_app(up.guid, H10 + timedelta(minutes=minute))
+        quiet_sim.foundation.stop_app(down.guid, H10 + timedelta(minutes=minute, seconds=30))
+    quiet_sim.advance_to(H10 + timedelta(minutes=30))
+    count = "SELECT count(*) FROM billing.app_usage_event"
+    before = conn.execute(count).fetchone()[0]
+    # the first two requests of the read pass, then every retry of the third fails
+    quiet_sim.inject_fault("500", count=3, path_prefix="/v3/app_usage_events", skip=2)
+    with cf_client(quiet_sim, per_page=1) as client, pytest.raises(CfApiError, match="500"):
+        land_events(conn, client, APP_EVENTS, quiet_sim.foundation.now)
+    kept = conn.execute(count).fetchone()[0] - before
+    assert kept == 1  # page 1 landed; page 2 was fetched, but its successor failed first
+    cursor = conn.execute("SELECT after_guid FROM billing.event_cursor WHERE stream = %s",
+                          (APP_EVENTS.name,)).fetchone()
+    assert cursor is not None and cursor[0] is not None
+    with cf_client(quiet_sim, per_page=2) as client:
+        rest = land_events(conn, client, APP_EVENTS, quiet_sim.foundation.now)
+    assert rest.events_new > 0
+    assert conn.execute(count).fetchone()[0] == len(quiet_sim.foundation.app_events)
+    land_all(conn, quiet_sim, H10 + timedelta(hours=1, minutes=5))
+    derived = derive_window(conn, H10, H10 + timedelta(hours=1))
+    assert derived.flagged == []
+    for minute, (up, down) in enumerate(zip(stopped, started, strict=True), start=10):
+        for process in quiet_sim.foundation.processes_of(up.guid):  # from 10:mm on
+            assert usage(conn, process.guid, H10) == {
+                "App memory": process.instances * process.memory_in_mb * (60 - minute) * 60}
+        for process in quiet_sim.foundation.processes_of(down.guid):  # until 10:mm:30
+            assert usage(conn, process.guid, H10) == {
+                "App memory": process.instances * process.memory_in_mb * (minute * 60 + 30)}
 
 
 def test_events_out_of_order_in_a_page_follow_api_order(conn, quiet_sim):

@@ -14,7 +14,10 @@ the state there is rebuilt from those events and the base snapshot (``rebuild_*_
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import chain, islice
@@ -31,6 +34,8 @@ from billing_dagster.usage.snapshot import land_snapshot, take_snapshot
 
 log = logging.getLogger(__name__)
 DEFAULT_LAG = timedelta(minutes=1)
+READ_AHEAD = 2  # pages fetched ahead of the landing (5,000 events each: a few MB of JSON)
+PROGRESS_PAGES = 20  # a progress line every so many pages of a long read
 
 
 class MalformedEvent(ValueError):
@@ -87,15 +92,19 @@ def land_events(conn: psycopg.Connection, cf: CloudFoundryClient, stream: EventS
 
     stats = {"pages": 0, "read": 0, "new": 0, "observations": 0}
     oldest: datetime | None = None  # the oldest event CF served in a rebasing read
-    page = next(pages, None)
-    while page is not None:
-        following = next(pages, None)
-        covered_from, after, page_oldest = _land_page(
-            conn, stream, page.resources, covered_from, horizon, last=following is None,
-            run_id=run_id, stats=stats, after=after, hold_cursor=rebased_at is not None)
-        if page_oldest is not None and (oldest is None or page_oldest < oldest):
-            oldest = page_oldest
-        page = following
+    with read_ahead(pages) as ahead:  # the next pages are fetched while this one lands
+        page = next(ahead, None)
+        while page is not None:
+            following = next(ahead, None)
+            covered_from, after, page_oldest = _land_page(
+                conn, stream, page.resources, covered_from, horizon, last=following is None,
+                run_id=run_id, stats=stats, after=after, hold_cursor=rebased_at is not None)
+            if page_oldest is not None and (oldest is None or page_oldest < oldest):
+                oldest = page_oldest
+            if stats["pages"] % PROGRESS_PAGES == 0:
+                log.info("%s: %d pages, %d events landed so far (%d new), covered to %s",
+                         stream.name, stats["pages"], stats["read"], stats["new"], covered_from)
+            page = following
     if rebased_at is not None:
         _rebuild_history(conn, stream, oldest, rebased_at, after, covered_from, run_id)
     log.info("%s: %d pages, %d events read, %d new, %d observations; covered to %s",
@@ -103,6 +112,53 @@ def land_events(conn: psycopg.Connection, cf: CloudFoundryClient, stream: EventS
              covered_from)
     return LandedEvents(stream.name, stats["pages"], stats["read"], stats["new"],
                         stats["observations"], covered_from, rebased_at, purged)
+
+
+@contextmanager
+def read_ahead(pages: Iterator[Page], depth: int = READ_AHEAD) -> Iterator[Iterator[Page]]:
+    """``pages``, fetched by a thread of their own up to ``depth`` pages ahead of the caller.
+
+    Fetching a page (HTTP, JSON) and landing one (PostgreSQL) overlap: both wait on sockets
+    most of the time, with the GIL released. A fetch that fails raises in the caller when it
+    reaches that page, after the pages before it; leaving the block early (a landing that
+    failed) stops the thread after the fetch it is in."""
+    buffer: queue.Queue[tuple[Page | None, BaseException | None]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: tuple[Page | None, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fetch() -> None:
+        try:
+            for page in pages:
+                if not put((page, None)):
+                    return
+            put((None, None))
+        except BaseException as exc:  # handed to the caller, raised there
+            put((None, exc))
+
+    def read() -> Iterator[Page]:
+        while True:
+            page, error = buffer.get()
+            if error is not None:
+                raise error
+            if page is None:
+                return
+            yield page
+
+    thread = threading.Thread(target=fetch, name="cf-read-ahead", daemon=True)
+    thread.start()
+    try:
+        yield read()
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _cursor(conn: psycopg.Connection, stream: EventStream) -> dict[str, Any] | None:
