@@ -28,9 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,7 +38,7 @@ import httpx
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from bench.snapshot import admin_url, fresh_database, time_copy, timed
+from bench.snapshot import admin_url, fresh_database, simulator_process, time_copy, timed
 from billing_dagster.cf.client import CloudFoundryClient
 from billing_dagster.database import connect
 from billing_dagster.meters import METERS, STREAMS, EventStream, Meter
@@ -52,27 +49,6 @@ START = datetime(2025, 3, 1, tzinfo=UTC)
 CLIENT = ("billing", "billing-secret")
 COLUMNS = 16  # billing.app_usage_event's landed columns (the stage_app_event COPY)
 TARGET_EVENTS_PER_S = 50_000  # issue 12
-
-
-@contextmanager
-def simulator_process(apps: int, services: int) -> Iterator[str]:
-    """The simulator serving a fresh foundation from its own process; its URL."""
-    command = [sys.executable, "-m", "billing_dagster.simulator", "--port", "0", "--seed", "11",
-               "--apps", str(apps), "--service-instances", str(services),
-               "--start", START.isoformat(), "--retention-days", "60",
-               "--client-id", CLIENT[0], "--client-secret", CLIENT[1]]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            found = re.search(r"listening on (\S+)", line)
-            if found:
-                yield found.group(1)
-                return
-        raise RuntimeError(f"the simulator exited ({process.wait()}) before listening")
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def grow(url: str, target: int) -> tuple[int, int, int]:
@@ -164,8 +140,8 @@ def indexed_floor(url: str) -> tuple[int, float]:
 
 def bench(admin: str, apps: int, services: int, target: int) -> list[dict[str, float | int | str]]:
     rows: list[dict[str, float | int | str]] = []
-    with simulator_process(apps, services) as sim_url, fresh_database(admin) as url, \
-            CloudFoundryClient(sim_url, *CLIENT) as client:
+    with simulator_process(apps, services, START, retention_days=60) as sim_url, \
+            fresh_database(admin) as url, CloudFoundryClient(sim_url, *CLIENT) as client:
         (days, app_events, service_events), generate_s = timed(lambda: grow(sim_url, target))
         print(f"foundation: {apps} apps / {services} service instances, {days} virtual days, "
               f"{app_events} app + {service_events} service events (generated in "

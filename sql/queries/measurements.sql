@@ -7,6 +7,10 @@ DELETE FROM billing.hourly_measurement
 -- Integrate every resource's observed rate over each UTC hour of the window: the state at the
 -- window's start (its last observation before it) carried forward, changed at each observation
 -- inside the window. Segments are [observation, next observation of the same resource).
+-- Written in the primary key's order, so that the table's pages hold one hour after another:
+-- the index grows at its right edge instead of everywhere at once, and pricing reads an hour
+-- from a few pages (bench/backfill.py, 744 hours of a 10k-app foundation, 10.2M rows: derived
+-- in 116 s unordered, 68 s ordered; priced afterwards in 75 s, then 38 s).
 INSERT INTO billing.hourly_measurement (hour_start, resource_id, resource_kind_id, value)
 WITH hours AS (
     SELECT h AS hour_start, h + interval '1 hour' AS hour_end
@@ -44,7 +48,8 @@ SELECT h.hour_start, s.resource_id, s.resource_kind_id,
   FROM segments s
   JOIN hours h ON s.seg_start < h.hour_end AND s.seg_end > h.hour_start
  WHERE s.rate > 0 AND s.seg_end > s.seg_start  -- a state that held for no time used nothing
- GROUP BY h.hour_start, s.resource_id, s.resource_kind_id;
+ GROUP BY h.hour_start, s.resource_id, s.resource_kind_id
+ ORDER BY h.hour_start, s.resource_id, s.resource_kind_id;
 
 -- name: delete_coverage
 -- Remove a window's coverage flags before they are derived again.
