@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from bench.snapshot import admin_url, fresh_database, simulator_process, time_copy, timed
@@ -121,8 +122,8 @@ def indexed_floor(url: str) -> tuple[int, float]:
     tables = ("app_usage_event", "service_usage_event", "observation")
     with psycopg.connect(url) as conn:
         for table in tables:
-            conn.execute(f"CREATE TABLE public.floor_{table} "  # type: ignore[arg-type]
-                         f"(LIKE billing.{table} INCLUDING ALL)")
+            conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                sql.Identifier("public", f"floor_{table}"), sql.Identifier("billing", table)))
         conn.commit()
         rows = 0
 
@@ -130,9 +131,10 @@ def indexed_floor(url: str) -> tuple[int, float]:
             nonlocal rows
             with conn.transaction():
                 for table in tables:
-                    rows += conn.execute(
-                        f"INSERT INTO public.floor_{table} OVERRIDING SYSTEM VALUE "  # type: ignore[arg-type]
-                        f"SELECT * FROM billing.{table}").rowcount
+                    rows += conn.execute(sql.SQL(
+                        "INSERT INTO {} OVERRIDING SYSTEM VALUE SELECT * FROM {}").format(
+                        sql.Identifier("public", f"floor_{table}"),
+                        sql.Identifier("billing", table))).rowcount
 
         seconds = timed(write)[1]
         return rows, seconds
