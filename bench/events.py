@@ -39,7 +39,14 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from bench.snapshot import admin_url, fresh_database, simulator_process, time_copy, timed
+from bench.snapshot import (
+    admin_url,
+    fresh_database,
+    move_clock,
+    simulator_process,
+    time_copy,
+    timed,
+)
 from billing_dagster.cf.client import CloudFoundryClient
 from billing_dagster.database import connect
 from billing_dagster.meters import METERS, STREAMS, EventStream, Meter
@@ -62,7 +69,7 @@ def grow(url: str, target: int) -> tuple[int, int, int]:
             if stats["app_events"] + stats["service_events"] >= target:
                 return days, stats["app_events"], stats["service_events"]
             days += 1
-            http.post("/_sim/clock", json={"now": (START + timedelta(days=days)).isoformat()})
+            move_clock(http, START + timedelta(days=days))
 
 
 def meters_of(stream: EventStream) -> tuple[Meter, ...]:

@@ -103,6 +103,12 @@ def simulator_process(apps: int, services: int, start: datetime, *,
         process.wait(timeout=30)
 
 
+def move_clock(sim: httpx.Client, moment: datetime) -> datetime:
+    """The simulator process's virtual clock moved on to ``moment`` (an error if it refused)."""
+    sim.post("/_sim/clock", json={"now": moment.isoformat()}).raise_for_status()
+    return moment
+
+
 def bench_size(admin: str, apps: int, services: int) -> dict[str, float | int]:
     with fresh_database(admin) as url, \
             simulator_process(apps, services, HOUR - timedelta(hours=1)) as sim_url, \
@@ -111,13 +117,10 @@ def bench_size(admin: str, apps: int, services: int) -> dict[str, float | int]:
             connect(url) as conn:
         load_catalog(conn, read_catalog(EXAMPLE_CATALOG))
 
-        def at(moment: datetime) -> datetime:
-            sim.post("/_sim/clock", json={"now": moment.isoformat()}).raise_for_status()
-            return moment
-
         # the state before the hour, then the snapshot that is measured, inside the hour
-        land_snapshot(conn, take_snapshot(client, METERS, at(HOUR - timedelta(minutes=59))))
-        now = at(HOUR + timedelta(minutes=1))
+        before = move_clock(sim, HOUR - timedelta(minutes=59))
+        land_snapshot(conn, take_snapshot(client, METERS, before))
+        now = move_clock(sim, HOUR + timedelta(minutes=1))
         cpu_before = time.process_time()
         snapshot, fetch_s = timed(lambda: take_snapshot(client, METERS, now))
         fetch_cpu_s = time.process_time() - cpu_before  # the client's own share of fetch_s

@@ -4,7 +4,7 @@
 -- three; keeping them in the key only made every insert compare three more text columns.
 -- The space's guid is compared bytewise in the index (COLLATE "C": equality is the same, the
 -- order is memcmp instead of the locale's): pricing a 7.43M-measurement month inserts 668,700
--- rows in this order, and the locale's comparisons were a third of that insert.
+-- rows in this order; bytewise, that insert took 5.7 s instead of 7.2 s in one measurement.
 -- The (customer, hour) index goes: the monthly posting now reads every customer's hourly
 -- charges of the month in one statement (month_hourly_charges), and the other readers take a
 -- month or a day of all customers. Maintaining it cost 1-2 s of that month's pricing.
