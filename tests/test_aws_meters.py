@@ -110,6 +110,10 @@ def test_a_volume_resized_mid_hour_is_billed_from_the_reading_that_sees_it(insta
     land(instances, aws, meter, t9 + timedelta(minutes=40))  # the resize seen at 09:40
     land(instances, aws, meter, t9 + HOUR)
     land(instances, aws, meter, t9 + 2 * HOUR)
+    # five readings, two sizes: a reading that finds the size already known stores nothing
+    assert instances.execute(
+        "SELECT count(*) FROM billing.observation o JOIN billing.resource r "
+        "ON r.id = o.resource_id WHERE r.meter = 'rds_storage'").fetchone() == (2,)
     derive_window(instances, t9, t9 + 2 * HOUR)
 
     got = measured(instances, "rds_storage")

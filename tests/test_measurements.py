@@ -137,6 +137,72 @@ def test_a_partial_snapshot_keeps_what_it_read_and_the_next_one_completes_it(con
     assert [s for (s,) in statuses] == ["complete", "partial", "complete"]
 
 
+def stored_per_reading(conn) -> list[int]:
+    """How many observations each cfapps snapshot stored, in the order they were taken."""
+    return [n for (n,) in conn.execute(
+        "SELECT count(o.resource_id) FROM billing.reading rd "
+        "LEFT JOIN billing.observation o ON o.reading_id = rd.id "
+        "WHERE rd.meter = 'cfapps' GROUP BY rd.id, rd.taken_at ORDER BY rd.taken_at")]
+
+
+def test_a_snapshot_stores_only_what_changed_and_measures_the_same(conn):
+    # the timeline: "a" runs at 512 throughout; "b" runs at 256 and scales to 1024 at 12:00;
+    # "c" runs at 64 and is gone from 13:00; "d" is listed stopped (rate 0) throughout
+    steady, stopped = app("a", 512), app("d", 0)
+    for hour, b, c in [(9, 256, 64), (10, 256, 64), (11, 256, 64), (12, 1024, 64),
+                       (13, 1024, None), (14, 1024, None)]:
+        listed = [steady, app("b", b), stopped] + ([app("c", c)] if c else [])
+        land(conn, H10.replace(hour=hour), apps=listed)
+    # 9:00 stores all four; then only b's scaling at 12:00 and c's absence at 13:00
+    assert stored_per_reading(conn) == [4, 0, 0, 1, 1, 0]
+    derive_window(conn, H10, H10 + timedelta(hours=5))
+    assert measurements(conn, H10, 5) == {
+        ("a", "app-memory"): 512 * 5 * 3600,
+        ("b", "app-memory"): 256 * 2 * 3600 + 1024 * 3 * 3600,
+        ("c", "app-memory"): 64 * 3 * 3600,
+    }
+    assert {hour: value for hour, value in conn.execute(
+        "SELECT m.hour_start, m.value FROM billing.hourly_measurement m "
+        "JOIN billing.resource r ON r.id = m.resource_id WHERE r.natural_id = 'c'")} == {
+        H10.replace(hour=h): 64 * 3600 for h in (10, 11, 12)}
+
+
+def test_a_resource_stopped_after_skipped_repeats_is_still_seen_gone(conn):
+    for hour in (9, 10, 11):  # the 10:00 and 11:00 snapshots store nothing for "a"
+        land(conn, H10.replace(hour=hour), apps=[app("a", 128)])
+    land(conn, H10.replace(hour=11, minute=30), apps=[])  # a complete listing without it
+    assert stored_per_reading(conn) == [1, 0, 0, 1]
+    derive_window(conn, H10, H10 + timedelta(hours=3))
+    assert measurements(conn, H10, 3) == {("a", "app-memory"): 128 * 90 * 60}
+
+
+def test_a_snapshot_older_than_the_newest_known_state_is_stored_even_if_equal(conn):
+    # landed out of time order, as a late landing of an older snapshot would be: the newest
+    # state (1024 from 12:00) says nothing of 11:00, so the 11:00 reading is stored
+    land(conn, H10, apps=[app("a", 512)])
+    land(conn, H10.replace(hour=12), apps=[app("a", 1024)])
+    land(conn, H10.replace(hour=11), apps=[app("a", 1024)])
+    derive_window(conn, H10, H10 + timedelta(hours=3))
+    by_hour = dict(conn.execute("SELECT hour_start, value FROM billing.hourly_measurement"))
+    assert by_hour == {H10: 512 * 3600, H10.replace(hour=11): 1024 * 3600,
+                       H10.replace(hour=12): 1024 * 3600}
+
+
+def test_the_newest_state_follows_every_writer(conn):
+    """billing.resource_state is what the snapshots compare with: it must equal each
+    resource's last observation however the observations were written."""
+    land(conn, H10, apps=[app("a", 100), app("b", 200)], services=[service("s", "plan-small")])
+    land(conn, H10.replace(hour=11), apps=[app("a", 300)], services=[service("s", "plan-big")])
+    land(conn, H10.replace(hour=10, minute=30), apps=[app("a", 100), app("b", 50)])
+    kept = conn.execute("SELECT resource_id, observed_at, seq, resource_kind_id, rate "
+                        "FROM billing.resource_state ORDER BY resource_id").fetchall()
+    last = conn.execute(
+        "SELECT DISTINCT ON (resource_id) resource_id, observed_at, seq, resource_kind_id, "
+        "rate FROM billing.observation ORDER BY resource_id, observed_at DESC, seq DESC"
+    ).fetchall()
+    assert kept == last and len(kept) == 3
+
+
 def test_rederiving_a_window_replaces_its_rows_identically(conn):
     for minutes in (-61, -1, 17, 59, 77, 119):
         apps = [app("a", 100 + minutes % 7), app("b", 300)] if minutes != 17 else [app("a", 5)]

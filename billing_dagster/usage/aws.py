@@ -95,7 +95,8 @@ def land_aws_reading(conn: psycopg.Connection, reading: AwsReading, basis: str,
             cur.execute(query("insert_counted_usage"), ids)
             new = cur.rowcount
         else:
-            cur.execute(query("insert_aws_observations"), ids)
+            cur.execute(query("insert_aws_observations"),
+                        {**ids, "repeats_known": basis == "sampled"})
             new = cur.rowcount
             if basis == "sampled" and reading.complete:
                 cur.execute(query("insert_sampled_absences"), ids)

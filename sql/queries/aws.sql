@@ -73,11 +73,18 @@ SELECT r.id AS resource_id, k.id AS kind_id, s.at, s.value
 
 -- name: insert_aws_observations
 -- A gauge's samples as observations: the value holds from `at` until the resource's next one.
--- A sample read again unchanged (a day re-read while it settles) adds nothing.
+-- A sample read again unchanged (a day re-read while it settles) adds nothing. A sampled
+-- gauge's reading (`repeats_known`: sizes read now, never corrected afterwards) also skips a
+-- size equal to the resource's newest known one; a daily sample does not, since a later
+-- correction of the day before would then be carried over the skipped day.
 INSERT INTO billing.observation (resource_id, observed_at, reading_id, resource_kind_id, rate)
 SELECT s.resource_id, s.at, %(reading_id)s, s.kind_id, s.value
   FROM aws_sample s
- WHERE NOT EXISTS (
+ WHERE NOT (%(repeats_known)s AND EXISTS (
+        SELECT 1 FROM billing.resource_state st
+         WHERE st.resource_id = s.resource_id AND st.observed_at <= s.at
+           AND st.rate = s.value AND st.resource_kind_id = s.kind_id))
+   AND NOT EXISTS (
         SELECT 1
           FROM (SELECT o.rate, o.resource_kind_id FROM billing.observation o
                  WHERE o.resource_id = s.resource_id AND o.observed_at = s.at

@@ -214,27 +214,22 @@ RETURNING id;
 
 -- name: stage_rebuild_known
 -- What is known of a meter's resources without their retained events, for the rebuild below:
--- the state the base snapshot read, and, for a resource we believed in use at the oldest
--- retained event that the snapshot does not list, nothing (it had stopped or gone). Dropped at
--- the end of the rebuild's transaction.
+-- each one's state at the base snapshot's instant (its last observation then: what the
+-- snapshot read, or the state it repeated, or rate 0 from the snapshot's absences for one it no
+-- longer listed), where that state or the one believed at the oldest retained event is in use.
+-- Dropped at the end of the rebuild's transaction.
 CREATE TEMP TABLE rebuild_known ON COMMIT DROP AS
-WITH base AS (
-    SELECT o.resource_id, o.rate, o.resource_kind_id
-      FROM billing.observation o
-     WHERE o.reading_id = (SELECT max(id) FROM billing.reading
-                            WHERE meter = %(meter)s AND source = 'snapshot'
-                              AND status = 'complete' AND taken_at = %(base_at)s)
-)
-SELECT resource_id, rate, resource_kind_id FROM base
-UNION ALL
-SELECT r.id, 0, last.resource_kind_id
+SELECT r.id AS resource_id, at_base.rate, at_base.resource_kind_id
   FROM billing.resource r
  CROSS JOIN LATERAL (
         SELECT o.rate, o.resource_kind_id FROM billing.observation o
+         WHERE o.resource_id = r.id AND o.observed_at <= %(base_at)s
+         ORDER BY o.observed_at DESC, o.seq DESC LIMIT 1) at_base
+  LEFT JOIN LATERAL (
+        SELECT o.rate FROM billing.observation o
          WHERE o.resource_id = r.id AND o.observed_at <= %(oldest)s
-         ORDER BY o.observed_at DESC, o.seq DESC LIMIT 1) last
- WHERE r.meter = %(meter)s AND last.rate > 0
-   AND NOT EXISTS (SELECT 1 FROM base b WHERE b.resource_id = r.id);
+         ORDER BY o.observed_at DESC, o.seq DESC LIMIT 1) at_oldest ON true
+ WHERE r.meter = %(meter)s AND (at_base.rate > 0 OR at_oldest.rate > 0);
 
 -- name: rebuild_app_history
 -- The state of every process at the oldest retained app event (%(oldest)s), as observations

@@ -114,32 +114,30 @@ VALUES (%(meter)s, 'snapshot', %(taken_at)s, %(status)s, %(resources)s, %(error)
 RETURNING id;
 
 -- name: insert_observations
--- The observed state of every resource of one meter at the snapshot's instant.
+-- The observed state of the meter's resources at the snapshot's instant, where it differs from
+-- what was known at that instant (billing.resource_state, when that is not newer than the
+-- snapshot): a resource first seen, started, stopped, scaled or re-planned. A repeat of the
+-- known state is not stored; the derivation carries that state forward all the same.
 INSERT INTO billing.observation (resource_id, observed_at, reading_id, resource_kind_id, rate)
 SELECT r.id, %(taken_at)s, %(reading_id)s, k.id, s.rate
   FROM stage_resource s
   JOIN billing.resource r ON r.meter = s.meter AND r.natural_id = s.natural_id
   JOIN billing.resource_kind k ON k.meter = s.meter AND k.natural_id = s.kind_natural_id
- WHERE s.meter = %(meter)s;
+  LEFT JOIN billing.resource_state st ON st.resource_id = r.id
+ WHERE s.meter = %(meter)s
+   AND (st.resource_id IS NULL OR st.observed_at > %(taken_at)s
+        OR st.resource_kind_id <> k.id OR st.rate <> s.rate);
 
 -- name: insert_absence_observations
 -- After a complete reading, a resource of the meter that was running and is no longer listed
--- has stopped or gone: record rate 0 from this instant. Only resources observed running since
--- the previous complete reading can be in that state (that reading closed all older ones).
-WITH previous_complete AS (
-    SELECT coalesce(max(taken_at), '-infinity'::timestamptz) AS taken_at
-      FROM billing.reading
-     WHERE meter = %(meter)s AND status = 'complete' AND taken_at < %(taken_at)s
-       AND source = 'snapshot'
-),
-candidates AS MATERIALIZED (
-    SELECT DISTINCT o.resource_id
-      FROM billing.reading rd
-      JOIN billing.observation o ON o.reading_id = rd.id
-     WHERE rd.meter = %(meter)s
-       AND rd.taken_at >= (SELECT taken_at FROM previous_complete)
-       AND rd.taken_at < %(taken_at)s
-       AND o.rate > 0
+-- has stopped or gone: record rate 0 from this instant. The candidates are the resources whose
+-- newest state is running (or is newer than this snapshot: then the state at its instant is
+-- looked up), less those the snapshot listed.
+WITH candidates AS MATERIALIZED (
+    SELECT st.resource_id
+      FROM billing.resource_state st
+      JOIN billing.resource r ON r.id = st.resource_id
+     WHERE r.meter = %(meter)s AND (st.rate > 0 OR st.observed_at > %(taken_at)s)
     EXCEPT
     SELECT r.id
       FROM stage_resource s

@@ -81,24 +81,28 @@ HAVING sum(l.quantity) <> 0 OR sum(l.amount_microcredits) <> 0
 
 -- name: minute_one_snapshots
 -- cloud-gov/billing's method, from the snapshots the project landed: the state each complete
--- snapshot taken in an hour read is counted as that whole hour (3,600 seconds), the first
--- such snapshot of the hour and meter only.
+-- snapshot taken in an hour found is counted as that whole hour (3,600 seconds), the first
+-- such snapshot of the hour and meter only. A snapshot stores only what changed, so what it
+-- found is each resource's state at its instant (its last observation then).
 WITH first_reading AS (
     SELECT DISTINCT ON (date_trunc('hour', taken_at), meter)
-           id, meter, date_trunc('hour', taken_at) AS hour_start
+           id, meter, taken_at, date_trunc('hour', taken_at) AS hour_start
       FROM billing.reading
      WHERE source = 'snapshot' AND status = 'complete'
        AND taken_at >= %(start)s AND taken_at < %(end)s
      ORDER BY date_trunc('hour', taken_at), meter, taken_at
 )
 SELECT f.hour_start, f.meter, r.natural_id AS resource, k.natural_id AS kind,
-       (o.rate * 3600)::bigint AS value, sp.org_guid
+       (st.rate * 3600)::bigint AS value, sp.org_guid
   FROM first_reading f
-  JOIN billing.observation o ON o.reading_id = f.id
-  JOIN billing.resource r ON r.id = o.resource_id
-  JOIN billing.resource_kind k ON k.id = o.resource_kind_id
+  JOIN billing.resource r ON r.meter = f.meter
+ CROSS JOIN LATERAL (
+        SELECT o.rate, o.resource_kind_id FROM billing.observation o
+         WHERE o.resource_id = r.id AND o.observed_at <= f.taken_at
+         ORDER BY o.observed_at DESC, o.seq DESC LIMIT 1) st
+  JOIN billing.resource_kind k ON k.id = st.resource_kind_id
   LEFT JOIN billing.cf_space sp ON sp.guid = r.space_guid
- WHERE o.rate > 0;
+ WHERE st.rate > 0;
 
 -- name: month_draws
 -- What the month's usage posting drew per customer, hour and agreement (NULL: overage).
