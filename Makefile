@@ -35,11 +35,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/pyright
 
-bench: install  ## snapshot, landing, derivation and pricing timings beside their floors
+bench: install  ## snapshot, landing, derivation and pricing timings beside their floors; a quarter of a 20k-app foundation
 	$(BIN)/python -m bench.pricing
 	$(BIN)/python -m bench.snapshot
 	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.backfill
+	$(BIN)/python -m bench.year
 
 stop:  ## stop the embedded PostgreSQL server started by run/dev
 	$(BIN)/python -m billing_dagster.launch stop

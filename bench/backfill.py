@@ -157,8 +157,10 @@ def copy_floor(url: str, tables: tuple[str, ...]) -> tuple[int, float]:
             floor = f"copy_floor_{table.split('.')[1]}"
             conn.execute(sql.SQL("CREATE TABLE {} (LIKE {})").format(
                 sql.Identifier(floor), sql.Identifier(*table.split("."))))
-            with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} TO STDOUT").format(
-                    sql.Identifier(*table.split(".")))) as source:
+            # a partitioned table is copied out through a query
+            with conn.cursor() as cur, cur.copy(sql.SQL("COPY (SELECT * FROM {}) TO STDOUT")
+                                                .format(sql.Identifier(*table.split(".")))
+                                                ) as source:
                 data.append((floor, [bytes(block) for block in source]))
         rows = sum(b"".join(blocks).count(b"\n") for _, blocks in data)
 

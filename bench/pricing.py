@@ -36,7 +36,7 @@ from psycopg.conninfo import conninfo_to_dict
 from bench.snapshot import admin_url, fresh_database, timed
 from billing_dagster.catalog.loading import load_catalog
 from billing_dagster.catalog.reading import EXAMPLE_CATALOG, read_catalog
-from billing_dagster.database import connect
+from billing_dagster.database import connect, ensure_month_partitions
 from billing_dagster.pricing.postings import price_window
 
 MONTH = (datetime(2025, 3, 1, 5, tzinfo=UTC), datetime(2025, 4, 1, 4, tzinfo=UTC))  # 743 h
@@ -87,6 +87,7 @@ SELECT count(*) FROM (
 def seed(url: str, resources: int) -> int:
     with connect(url) as conn:
         load_catalog(conn, read_catalog(EXAMPLE_CATALOG))
+        ensure_month_partitions(conn, *MONTH)
         with conn.transaction(), conn.cursor() as cur:
             params = {"start": MONTH[0], "end": MONTH[1], "spaces": SPACES,
                       "resources": resources}

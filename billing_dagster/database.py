@@ -9,12 +9,14 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
 import psycopg
 
 from billing_dagster.settings import DatabaseSettings
+from billing_dagster.sql import query
 
 log = logging.getLogger(__name__)
 # UTC and the billing schema; and no JIT: PostgreSQL compiles a query to machine code when its
@@ -61,6 +63,36 @@ def connect(url: str) -> Iterator[psycopg.Connection]:
     """
     with psycopg.connect(url, autocommit=True, options=SESSION_OPTIONS) as conn:
         yield conn
+
+
+def ensure_month_partitions(conn: psycopg.Connection, start: datetime, end: datetime, *,
+                            ahead_lock_timeout: str = "5s") -> list[str]:
+    """Create the monthly partitions that writing the hours [start, end) needs, and the month's
+    after ``end`` ahead of time (migration 0016); the names created, usually none.
+
+    Each is created in a short transaction of its own, before the caller's: creating a
+    partition waits for the transactions reading its parent table, and new readers wait behind
+    it. So a needed month waits as long as it must, but the month ahead is given up after a
+    few seconds (logged) when a long transaction holds the table: a later run creates it.
+    """
+    last = (end - timedelta(microseconds=1)).astimezone(UTC)
+    month_after = (last.replace(day=28) + timedelta(days=4)).replace(
+        day=1, hour=0, minute=0, second=0, microsecond=0)
+    created: list[str] = []
+    for span_end, timeout in ((end, "0"), (month_after + timedelta(hours=1), ahead_lock_timeout)):
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute("SELECT set_config('lock_timeout', %s, true)", (timeout,))
+                cur.execute(query("create_month_partitions"),
+                            {"span_start": start, "span_end": span_end})
+                created += [name for (name,) in cur.fetchall()]
+        except psycopg.errors.LockNotAvailable:
+            log.warning("the partition for the month after %s was not created ahead: a long "
+                        "transaction holds the table; a later run will create it",
+                        end.isoformat())
+    if created:
+        log.info("created partitions %s", ", ".join(created))
+    return created
 
 
 def stop_embedded(data_dir: Path) -> bool:

@@ -9,6 +9,7 @@ from decimal import Decimal
 import psycopg
 from psycopg.rows import dict_row
 
+from billing_dagster.database import ensure_month_partitions
 from billing_dagster.sql import query
 from billing_dagster.usage.measurements import check_window
 
@@ -47,6 +48,7 @@ def price_window(conn: psycopg.Connection, start: datetime, end: datetime) -> Pr
     """Replace the priced postings of [start, end) from its measurements, atomically."""
     start, end = check_window(start, end)
     window = {"window_start": start, "window_end": end}
+    ensure_month_partitions(conn, start, end)
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('billing.hourly_posting'))")
         cur.execute(query("delete_postings"), window)

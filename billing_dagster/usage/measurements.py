@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg.rows import dict_row
 
+from billing_dagster.database import ensure_month_partitions
 from billing_dagster.sql import query
 
 
@@ -95,6 +96,7 @@ def derive_window(conn: psycopg.Connection, start: datetime, end: datetime, *,
     """
     start, end = check_window(start, end)
     window = {"window_start": start, "window_end": end}
+    ensure_month_partitions(conn, start, end)
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('billing.hourly_measurement'))")
         # read before anything else: a reading that commits while the window is derived has a

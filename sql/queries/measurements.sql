@@ -19,14 +19,18 @@ WITH hours AS (
                            interval '1 hour') AS h
 ),
 start_state AS (
-    SELECT r.id AS resource_id, last.observed_at, last.seq, last.resource_kind_id, last.rate
-      FROM billing.resource r
+    -- a resource stopped or gone before the window with nothing observed since (its newest
+    -- state is rate 0 from before the window: every app deleted since billing began) uses
+    -- nothing in it and is not looked up, so an hour costs what is running, not what ever ran
+    SELECT st.resource_id, last.observed_at, last.seq, last.resource_kind_id, last.rate
+      FROM billing.resource_state st
      CROSS JOIN LATERAL (
             SELECT o.observed_at, o.seq, o.resource_kind_id, o.rate
               FROM billing.observation o
-             WHERE o.resource_id = r.id AND o.observed_at < %(window_start)s
+             WHERE o.resource_id = st.resource_id AND o.observed_at < %(window_start)s
              ORDER BY o.observed_at DESC, o.seq DESC
              LIMIT 1) last
+     WHERE st.rate > 0 OR st.observed_at >= %(window_start)s
 ),
 points AS (
     SELECT resource_id, observed_at, seq, resource_kind_id, rate FROM start_state

@@ -14,9 +14,10 @@ DELETE FROM billing.hourly_posting
 -- hour at a time (an index range of the measurements' primary key per hour, a small aggregate
 -- per hour) and come out in hour order, the order of the grain index. That relies on an
 -- hour's measurements sitting together in the table (derive_measurements writes them so):
--- with every hour scattered over the table it was no faster than one aggregate of the window. bench/pricing.py, 7.43M measurements: joining first and grouping
--- after 26-35 s; summing the whole window in one hash table 16-19 s; per hour, with the
--- narrower grain of migration 0014, 7-8 s (the statement).
+-- with every hour scattered over the table it was no faster than one aggregate of the window.
+-- bench/pricing.py, 7.43M measurements: joining first and grouping after 26-35 s; summing
+-- the whole window in one hash table 16-19 s; per hour, with the narrower grain of migration
+-- 0014, 7-8 s (the statement).
 INSERT INTO billing.hourly_posting
        (hour_start, org_guid, space_guid, customer_id, resource_kind_id, price_id,
         microcredits_per_unit, unit, quantity, amount_microcredits, resources)

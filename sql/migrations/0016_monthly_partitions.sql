@@ -1,0 +1,96 @@
+-- The two fact tables that grow with every hour, measurements and priced postings, become
+-- partitioned by UTC month of hour_start (native range partitioning, which RDS PostgreSQL 15
+-- has). Every reader and writer selects an hour range, so each statement touches one or two
+-- months' tables and indexes however many years are kept; a month can be vacuumed, analysed
+-- or re-indexed on its own.
+--
+-- A partition is billing.<table>_YYYY_MM. billing.create_month_partitions creates the missing
+-- ones for a span of hours; the writers call it (billing_dagster/database.py,
+-- ensure_month_partitions) in a short transaction of its own before they write, for their
+-- window and the month after it. Creating a partition waits for every transaction reading the
+-- parent table and makes new readers wait behind it, so it is done a month ahead, not in the
+-- middle of a long derivation. There is no default partition: a row for a month with no
+-- partition is refused ("no partition of relation ... found for row"), never put aside.
+
+CREATE FUNCTION billing.create_month_partitions(span_start timestamptz, span_end timestamptz)
+RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+DECLARE
+    month timestamp := date_trunc('month', span_start AT TIME ZONE 'UTC');
+    parent text;
+    part text;
+BEGIN
+    WHILE month AT TIME ZONE 'UTC' < span_end LOOP
+        FOREACH parent IN ARRAY ARRAY['hourly_measurement', 'hourly_posting'] LOOP
+            part := parent || '_' || to_char(month, 'YYYY_MM');
+            IF to_regclass('billing.' || part) IS NULL THEN
+                -- one creator at a time; the next finds the table made
+                PERFORM pg_advisory_xact_lock(hashtext('billing.create_month_partitions'));
+                IF to_regclass('billing.' || part) IS NULL THEN
+                    EXECUTE format('CREATE TABLE billing.%I PARTITION OF billing.%I '
+                                   'FOR VALUES FROM (%L) TO (%L)', part, parent,
+                                   month AT TIME ZONE 'UTC',
+                                   (month + interval '1 month') AT TIME ZONE 'UTC');
+                    RETURN NEXT part;
+                END IF;
+            END IF;
+        END LOOP;
+        month := month + interval '1 month';
+    END LOOP;
+END;
+$$;
+
+ALTER TABLE billing.hourly_measurement RENAME TO hourly_measurement_before_0016;
+ALTER TABLE billing.hourly_measurement_before_0016
+    RENAME CONSTRAINT hourly_measurement_pkey TO hourly_measurement_before_0016_pkey;
+ALTER TABLE billing.hourly_posting RENAME TO hourly_posting_before_0016;
+ALTER INDEX billing.hourly_posting_grain RENAME TO hourly_posting_before_0016_grain;
+
+-- Usage of one resource of one kind in one UTC hour, in unit-seconds (interpolated: filled
+-- from the complete hours on either side of a flagged hour, when the billing team asked).
+CREATE TABLE billing.hourly_measurement (
+    hour_start timestamptz NOT NULL CHECK (hour_start = date_trunc('hour', hour_start)),
+    resource_id bigint NOT NULL,
+    resource_kind_id bigint NOT NULL,
+    value bigint NOT NULL CHECK (value >= 0),
+    interpolated boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (hour_start, resource_id, resource_kind_id)
+) PARTITION BY RANGE (hour_start);
+
+-- One hour's priced usage of one space and resource kind (see migration 0005 for the columns
+-- and 0014 for the grain).
+CREATE TABLE billing.hourly_posting (
+    hour_start timestamptz NOT NULL CHECK (hour_start = date_trunc('hour', hour_start)),
+    org_guid text,
+    space_guid text,
+    customer_id text,
+    resource_kind_id bigint NOT NULL,
+    price_id bigint,
+    microcredits_per_unit bigint,
+    unit bigint,
+    quantity bigint NOT NULL CHECK (quantity >= 0),
+    amount_microcredits numeric,
+    resources integer NOT NULL
+) PARTITION BY RANGE (hour_start);
+CREATE UNIQUE INDEX hourly_posting_grain ON billing.hourly_posting
+    (hour_start, space_guid COLLATE "C", resource_kind_id) NULLS NOT DISTINCT;
+
+-- The months already written, this month and the next.
+SELECT count(*) FROM billing.create_month_partitions(
+    least((SELECT min(hour_start) FROM billing.hourly_measurement_before_0016),
+          (SELECT min(hour_start) FROM billing.hourly_posting_before_0016), now()),
+    greatest((SELECT max(hour_start) FROM billing.hourly_measurement_before_0016),
+             (SELECT max(hour_start) FROM billing.hourly_posting_before_0016), now())
+        + interval '2 months');
+
+INSERT INTO billing.hourly_measurement
+SELECT hour_start, resource_id, resource_kind_id, value, interpolated
+  FROM billing.hourly_measurement_before_0016
+ ORDER BY hour_start, resource_id, resource_kind_id;
+INSERT INTO billing.hourly_posting
+SELECT hour_start, org_guid, space_guid, customer_id, resource_kind_id, price_id,
+       microcredits_per_unit, unit, quantity, amount_microcredits, resources
+  FROM billing.hourly_posting_before_0016
+ ORDER BY hour_start, space_guid COLLATE "C", resource_kind_id;
+
+DROP TABLE billing.hourly_measurement_before_0016, billing.hourly_posting_before_0016;
