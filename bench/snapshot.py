@@ -63,8 +63,9 @@ def admin_url() -> str:
 
 
 @contextmanager
-def fresh_database(admin: str) -> Iterator[str]:
-    """A new, migrated database on the admin server; dropped on the way out."""
+def fresh_database(admin: str, *, keep: bool = False) -> Iterator[str]:
+    """A new, migrated database on the admin server; dropped on the way out (unless ``keep``:
+    then its name is printed, for a look at what the bench wrote)."""
     name = f"billing_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -74,9 +75,12 @@ def fresh_database(admin: str) -> Iterator[str]:
             migrate(conn)
         yield url
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+        if keep:
+            print(f"database {name} kept", flush=True)
+        else:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(name)))
 
 
 @contextmanager

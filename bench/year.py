@@ -99,11 +99,11 @@ def derive_and_price(conn: psycopg.Connection, start: datetime, end: datetime
     return derived.rows, priced.rows, seconds
 
 
-def bench(admin: str, apps: int, services: int, months: int) -> None:
+def bench(admin: str, apps: int, services: int, months: int, keep: bool) -> None:
     bounds = month_bounds(FIRST_MONTH, months)
     first_start = bounds[0][0]
     results: list[dict[str, float | int | str]] = []
-    with fresh_database(admin) as url, \
+    with fresh_database(admin, keep=keep) as url, \
             simulator_process(apps, services, first_start - timedelta(hours=1)) as sim_url, \
             httpx.Client(base_url=sim_url, timeout=600) as sim, \
             CloudFoundryClient(sim_url, "billing", "billing-secret") as client, \
@@ -179,12 +179,14 @@ def main() -> None:
     parser.add_argument("--apps", type=int, default=20_000,
                         help="apps; service instances are half of them")
     parser.add_argument("--months", type=int, default=3, help="business months landed")
+    parser.add_argument("--keep-database", action="store_true",
+                        help="leave the database for a look at what was written")
     args = parser.parse_args()
     admin = admin_url()
     print(f"database server: {conninfo_to_dict(admin).get('host')}, {os.cpu_count()} CPUs; "
           f"{args.apps} apps / {args.apps // 2} service instances, {args.months} months from "
           f"{FIRST_MONTH:%Y-%m}")
-    bench(admin, args.apps, args.apps // 2, args.months)
+    bench(admin, args.apps, args.apps // 2, args.months, args.keep_database)
 
 
 if __name__ == "__main__":

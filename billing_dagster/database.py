@@ -9,9 +9,10 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from types import ModuleType
+from zoneinfo import ZoneInfo
 
 import psycopg
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 # little (bench/pricing.py measures both).
 SESSION_OPTIONS = "-c timezone=UTC -c search_path=billing,public -c jit=off"
 _embedded_lock = threading.Lock()
+BUSINESS_TIME = ZoneInfo("America/New_York")  # the fact tables' monthly partitions
 
 
 def start_embedded(data_dir: Path) -> str:
@@ -75,9 +77,9 @@ def ensure_month_partitions(conn: psycopg.Connection, start: datetime, end: date
     it. So a needed month waits as long as it must, but the month ahead is given up after a
     few seconds (logged) when a long transaction holds the table: a later run creates it.
     """
-    last = (end - timedelta(microseconds=1)).astimezone(UTC)
-    month_after = (last.replace(day=28) + timedelta(days=4)).replace(
-        day=1, hour=0, minute=0, second=0, microsecond=0)
+    last = (end - timedelta(microseconds=1)).astimezone(BUSINESS_TIME)
+    month_after = datetime.combine((last.replace(day=28) + timedelta(days=4)).date().replace(
+        day=1), time(), BUSINESS_TIME).astimezone(UTC)
     created: list[str] = []
     for span_end, timeout in ((end, "0"), (month_after + timedelta(hours=1), ahead_lock_timeout)):
         try:

@@ -1,6 +1,6 @@
-"""Measurements and priced postings live in monthly partitions (migration 0016): the writers
-create the months they need and the next one, a row for a month without a partition is
-refused, and the migration carries the rows written before it."""
+"""Measurements and priced postings live in partitions by business month (America/New_York,
+migration 0016): the writers create the months they need and the next one, a row for a month
+without a partition is refused, and the migration carries the rows written before it."""
 
 import logging
 import shutil
@@ -19,7 +19,7 @@ from billing_dagster.usage.measurements import derive_window
 from billing_dagster.usage.snapshot import Inventory, Snapshot, land_snapshot
 
 INVENTORY = Inventory(orgs=[("org-1", "agency-org")], spaces=[("space-1", "org-1", "prod")])
-MARCH_END = datetime(2025, 4, 1, tzinfo=UTC)
+MARCH_END = datetime(2025, 4, 1, 4, tzinfo=UTC)  # midnight in New York: the business month
 
 
 def partitions(conn, parent: str) -> list[str]:
@@ -82,12 +82,13 @@ def test_the_migration_carries_the_rows_written_before_it(empty_database_url, tm
     for later in before.glob("*.sql"):
         if int(later.name[:4]) >= 16:
             later.unlink()
-    rows = [(datetime(2025, 2, 28, 23, tzinfo=UTC), 1, 1, 3600, False),
-            (datetime(2025, 3, 1, 0, tzinfo=UTC), 1, 1, 7200, True),
-            (datetime(2025, 3, 1, 0, tzinfo=UTC), 2, 1, 60, False)]
-    postings = [(datetime(2025, 2, 28, 23, tzinfo=UTC), "org-1", "space-1", "c-1", 1, 7, 1000,
+    # 04:00 UTC on March 1 is 23:00 on February 28 in New York; 05:00 is March's first hour
+    rows = [(datetime(2025, 3, 1, 4, tzinfo=UTC), 1, 1, 3600, False),
+            (datetime(2025, 3, 1, 5, tzinfo=UTC), 1, 1, 7200, True),
+            (datetime(2025, 3, 1, 5, tzinfo=UTC), 2, 1, 60, False)]
+    postings = [(datetime(2025, 3, 1, 4, tzinfo=UTC), "org-1", "space-1", "c-1", 1, 7, 1000,
                  3600, 3600, 1000, 1),
-                (datetime(2025, 3, 1, 0, tzinfo=UTC), None, None, None, 1, None, None, None,
+                (datetime(2025, 3, 1, 5, tzinfo=UTC), None, None, None, 1, None, None, None,
                  7260, None, 2)]
     with psycopg.connect(empty_database_url) as conn:
         migrate(conn, before)

@@ -1,8 +1,9 @@
 -- The two fact tables that grow with every hour, measurements and priced postings, become
--- partitioned by UTC month of hour_start (native range partitioning, which RDS PostgreSQL 15
--- has). Every reader and writer selects an hour range, so each statement touches one or two
--- months' tables and indexes however many years are kept; a month can be vacuumed, analysed
--- or re-indexed on its own.
+-- partitioned by business month (America/New_York, as the ledger's months) of hour_start
+-- (native range partitioning, which RDS PostgreSQL 15 has). Every reader and writer selects an
+-- hour range, so each statement touches one month's tables and indexes (two for a window
+-- across a month's end) however many years are kept; a month can be vacuumed, analysed or
+-- re-indexed on its own.
 --
 -- A partition is billing.<table>_YYYY_MM. billing.create_month_partitions creates the missing
 -- ones for a span of hours; the writers call it (billing_dagster/database.py,
@@ -16,11 +17,11 @@ CREATE FUNCTION billing.create_month_partitions(span_start timestamptz, span_end
 RETURNS SETOF text
 LANGUAGE plpgsql AS $$
 DECLARE
-    month timestamp := date_trunc('month', span_start AT TIME ZONE 'UTC');
+    month timestamp := date_trunc('month', span_start AT TIME ZONE 'America/New_York');
     parent text;
     part text;
 BEGIN
-    WHILE month AT TIME ZONE 'UTC' < span_end LOOP
+    WHILE month AT TIME ZONE 'America/New_York' < span_end LOOP
         FOREACH parent IN ARRAY ARRAY['hourly_measurement', 'hourly_posting'] LOOP
             part := parent || '_' || to_char(month, 'YYYY_MM');
             IF to_regclass('billing.' || part) IS NULL THEN
@@ -29,8 +30,8 @@ BEGIN
                 IF to_regclass('billing.' || part) IS NULL THEN
                     EXECUTE format('CREATE TABLE billing.%I PARTITION OF billing.%I '
                                    'FOR VALUES FROM (%L) TO (%L)', part, parent,
-                                   month AT TIME ZONE 'UTC',
-                                   (month + interval '1 month') AT TIME ZONE 'UTC');
+                                   month AT TIME ZONE 'America/New_York',
+                                   (month + interval '1 month') AT TIME ZONE 'America/New_York');
                     RETURN NEXT part;
                 END IF;
             END IF;

@@ -35,6 +35,6 @@ SELECT hour_start, coalesce(customer_id, '') AS customer, count(*) AS rows,
  ORDER BY hour_start, customer;
 
 -- name: create_month_partitions
--- Create the monthly partitions (UTC months) of hourly_measurement and hourly_posting that
+-- Create the monthly partitions (business months) of hourly_measurement and hourly_posting that
 -- the span of hours [span_start, span_end) needs and that do not exist yet; their names.
 SELECT billing.create_month_partitions(%(span_start)s, %(span_end)s) AS created;

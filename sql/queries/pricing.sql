@@ -54,17 +54,25 @@ SELECT customer_id, sum(amount_microcredits) AS amount_microcredits, sum(resourc
  ORDER BY customer_id;
 
 -- name: held_usage
--- Usage of a window that cannot be charged yet: no price, or no customer for its org.
-SELECT CASE WHEN hp.price_id IS NULL THEN 'no price' ELSE 'no customer' END AS reason,
-       k.meter, coalesce(k.name, k.natural_id) AS kind, coalesce(o.name, hp.org_guid) AS org,
-       count(DISTINCT hp.hour_start) AS hours, sum(hp.resources) AS resource_hours,
-       sum(hp.quantity) AS quantity
-  FROM billing.hourly_posting hp
-  JOIN billing.resource_kind k ON k.id = hp.resource_kind_id
-  LEFT JOIN billing.cf_org o ON o.guid = hp.org_guid
- WHERE hp.hour_start >= %(window_start)s AND hp.hour_start < %(window_end)s
-   AND (hp.price_id IS NULL OR hp.customer_id IS NULL)
- GROUP BY 1, 2, 3, 4
+-- Usage of a window that cannot be charged yet: no price, or no customer for its org, per
+-- kind and org. Grouped by ids, the org's guid compared bytewise, and named afterwards: the
+-- rows are sorted by narrow keys without the locale's rules (grouping the window's rows by
+-- their names took 68 s for a month of a 20k-app foundation's 8.4M postings, bench/year.py).
+WITH held AS (
+    SELECT hp.price_id IS NULL AS unpriced, hp.resource_kind_id,
+           hp.org_guid COLLATE "C" AS org_guid, count(DISTINCT hp.hour_start) AS hours,
+           sum(hp.resources) AS resource_hours, sum(hp.quantity) AS quantity
+      FROM billing.hourly_posting hp
+     WHERE hp.hour_start >= %(window_start)s AND hp.hour_start < %(window_end)s
+       AND (hp.price_id IS NULL OR hp.customer_id IS NULL)
+     GROUP BY 1, 2, 3
+)
+SELECT CASE WHEN h.unpriced THEN 'no price' ELSE 'no customer' END AS reason,
+       k.meter, coalesce(k.name, k.natural_id) AS kind, coalesce(o.name, h.org_guid) AS org,
+       h.hours, h.resource_hours, h.quantity
+  FROM held h
+  JOIN billing.resource_kind k ON k.id = h.resource_kind_id
+  LEFT JOIN billing.cf_org o ON o.guid = h.org_guid
  ORDER BY 1, 2, 3, 4;
 
 -- name: record_unknown_kinds
