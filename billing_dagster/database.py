@@ -69,8 +69,8 @@ def connect(url: str) -> Iterator[psycopg.Connection]:
 
 def ensure_month_partitions(conn: psycopg.Connection, start: datetime, end: datetime, *,
                             ahead_lock_timeout: str = "5s") -> list[str]:
-    """Create the monthly partitions that writing the hours [start, end) needs, and the month's
-    after ``end`` ahead of time (migration 0016); the names created, usually none.
+    """Create the monthly partitions that writing the hours [start, end) needs, and the next
+    month's ahead of time (migration 0016); the names created, usually none.
 
     Each is created in a short transaction of its own, before the caller's: creating a
     partition waits for the transactions reading its parent table, and new readers wait behind

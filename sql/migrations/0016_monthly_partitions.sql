@@ -47,32 +47,16 @@ ALTER TABLE billing.hourly_measurement_before_0016
 ALTER TABLE billing.hourly_posting RENAME TO hourly_posting_before_0016;
 ALTER INDEX billing.hourly_posting_grain RENAME TO hourly_posting_before_0016_grain;
 
--- Usage of one resource of one kind in one UTC hour, in unit-seconds (interpolated: filled
--- from the complete hours on either side of a flagged hour, when the billing team asked).
-CREATE TABLE billing.hourly_measurement (
-    hour_start timestamptz NOT NULL CHECK (hour_start = date_trunc('hour', hour_start)),
-    resource_id bigint NOT NULL,
-    resource_kind_id bigint NOT NULL,
-    value bigint NOT NULL CHECK (value >= 0),
-    interpolated boolean NOT NULL DEFAULT false,
-    PRIMARY KEY (hour_start, resource_id, resource_kind_id)
-) PARTITION BY RANGE (hour_start);
-
--- One hour's priced usage of one space and resource kind (see migration 0005 for the columns
--- and 0014 for the grain).
-CREATE TABLE billing.hourly_posting (
-    hour_start timestamptz NOT NULL CHECK (hour_start = date_trunc('hour', hour_start)),
-    org_guid text,
-    space_guid text,
-    customer_id text,
-    resource_kind_id bigint NOT NULL,
-    price_id bigint,
-    microcredits_per_unit bigint,
-    unit bigint,
-    quantity bigint NOT NULL CHECK (quantity >= 0),
-    amount_microcredits numeric,
-    resources integer NOT NULL
-) PARTITION BY RANGE (hour_start);
+-- The same columns, defaults and checks, partitioned (the tables' meaning: migrations 0002 and
+-- 0007 for the measurements, 0005 and 0014 for the postings); the keys include hour_start, as
+-- a partitioned table's unique keys must.
+CREATE TABLE billing.hourly_measurement
+    (LIKE billing.hourly_measurement_before_0016 INCLUDING DEFAULTS INCLUDING CONSTRAINTS,
+     PRIMARY KEY (hour_start, resource_id, resource_kind_id))
+    PARTITION BY RANGE (hour_start);
+CREATE TABLE billing.hourly_posting
+    (LIKE billing.hourly_posting_before_0016 INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+    PARTITION BY RANGE (hour_start);
 CREATE UNIQUE INDEX hourly_posting_grain ON billing.hourly_posting
     (hour_start, space_guid COLLATE "C", resource_kind_id) NULLS NOT DISTINCT;
 
