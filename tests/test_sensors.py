@@ -10,6 +10,7 @@ from psycopg.types.range import Range
 
 from billing_dagster.jobs import hours_to_meter, metering_after_landing_sensor
 from billing_dagster.ledger.assets import ledger_entries
+from billing_dagster.meters import MeterSnapshot, ObservedResource
 from billing_dagster.partitions import (
     contiguous,
     hourly_keys_between,
@@ -27,7 +28,8 @@ from billing_dagster.pricing.sensors import (
 )
 from billing_dagster.resources import BillingDatabase
 from billing_dagster.usage.measurements import derive_window
-from tests.test_ledger import run_app
+from billing_dagster.usage.snapshot import Inventory, Snapshot, land_snapshot
+from tests.test_ledger import add_price, run_app
 
 MARCH = monthly_partitions.time_window_for_partition_key("2025-03")
 START, END = utc_window(MARCH)
@@ -192,3 +194,39 @@ def test_held_usage_stays_listed_after_a_later_window_is_priced_until_the_gap_is
                           tags={RANGE_START: keys[0], RANGE_END: keys[-1]}).success
     passed, metadata = held_now(held)
     assert passed and metadata["held_rows"] == 0 and metadata["unknown_kinds"] == []
+
+
+def test_held_usage_metadata_lists_the_largest_rows_and_counts_the_rest(conn, db_url):
+    """Sixty orgs with no customer: the metadata, kept in Dagster's event log for every
+    materialization, lists the 50 largest and counts the rest; the view lists them all."""
+    orgs = [(f"org-{n:02}", f"lost-{n:02}") for n in range(60)]
+    inventory = Inventory(orgs=orgs, spaces=[(f"space-{n:02}", guid, "dev")
+                                             for n, (guid, _) in enumerate(orgs)])
+    at, until = START + timedelta(hours=1), START + timedelta(hours=2)
+    for when, scale in ((at, 1), (until, 0)):  # org n's app runs one hour at n+1 MiB
+        land_snapshot(conn, Snapshot(when, inventory, [MeterSnapshot("cfapps", [
+            ObservedResource(f"app-{n:02}", f"app-{n:02}", f"space-{n:02}", "app-memory",
+                             (n + 1) * scale) for n in range(60)], [], complete=False)]))
+    derive_window(conn, START, END)
+    add_price(conn, 1_000_000, 3600, START)  # priced: held only for want of a customer
+    resources = {"db": BillingDatabase(url=db_url)}
+    priced = dg.materialize([priced_postings], resources=resources,
+                            partition_key=hourly_partitions.get_partition_key_for_timestamp(
+                                at.timestamp()))
+    (check,) = priced.get_asset_check_evaluations()
+    assert not check.passed and check.metadata["held_rows"].value == 60
+    window_table = str(check.metadata["held_usage"].value)
+    orgs_listed = cast(list, check.metadata["orgs_without_customer"].value)
+    assert orgs_listed[:2] == ["lost-00", "lost-01"] and orgs_listed[-1] == "... and 10 more"
+    assert len(orgs_listed) == 51
+    passed, metadata = held_now(resources)
+    assert not passed and metadata["held_rows"] == 60
+    for table in (window_table, str(metadata["held_usage"])):
+        rows = [line for line in table.splitlines() if line.startswith("| no customer")]
+        # the largest first: lost-59 (60 MiB) down to lost-10 (11 MiB); the ten smallest are
+        # counted, not listed
+        assert [row.split(" | ")[3] for row in rows] == [f"lost-{n:02}"
+                                                          for n in range(59, 9, -1)]
+        assert "10 more rows (10 resource-hours) are not shown" in table
+    assert conn.execute("SELECT count(*), sum(quantity) FROM billing.held_usage").fetchone() \
+        == (60, sum((n + 1) * 3600 for n in range(60)))

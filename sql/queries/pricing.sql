@@ -137,20 +137,7 @@ SELECT u.reason, k.meter, k.natural_id, k.name, u.first_hour, u.last_hour, u.hou
 SELECT max(id) AS id FROM billing.catalog_load;
 
 -- name: all_held_usage
--- Every hour's usage that cannot be charged yet, whenever it was priced: no name or no price
--- for its kind, or no customer for its org. What no-customer usage would cost is known (its
--- price is); usage with no price has no amount yet.
-SELECT CASE WHEN hp.price_id IS NULL AND k.name IS NULL THEN 'no name'
-            WHEN hp.price_id IS NULL THEN 'no price'
-            ELSE 'no customer' END AS reason,
-       k.meter, coalesce(k.name, k.natural_id) AS kind,
-       coalesce(o.name, hp.org_guid, '(unknown org)') AS org,
-       min(hp.hour_start) AS first_hour, max(hp.hour_start) AS last_hour,
-       count(DISTINCT hp.hour_start) AS hours, sum(hp.resources) AS resource_hours,
-       sum(hp.quantity) AS quantity, sum(hp.amount_microcredits) AS microcredits_exact
-  FROM billing.hourly_posting hp
-  JOIN billing.resource_kind k ON k.id = hp.resource_kind_id
-  LEFT JOIN billing.cf_org o ON o.guid = hp.org_guid
- WHERE hp.price_id IS NULL OR hp.customer_id IS NULL
- GROUP BY 1, 2, 3, 4
- ORDER BY 1, 2, 3, 4;
+-- Every hour's usage that cannot be charged yet, whenever it was priced (the view
+-- billing.held_usage, migration 0017), the largest first.
+SELECT * FROM billing.held_usage
+ ORDER BY resource_hours DESC, quantity DESC, reason, meter, kind, org;
