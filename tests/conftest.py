@@ -30,12 +30,15 @@ RUN_TAG = uuid.uuid4().hex[:8]
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """On the embedded server (the second run of `make test`), run again only the tests whose
     databases come from ``admin_url``: the others (the simulator, the clients, the processes
-    started against a server of their own) would repeat the first run to the letter."""
+    started against a server of their own) would repeat the first run to the letter; so would
+    those marked ``once``, whose SQL the others run too."""
     if os.environ.get("BILLING_TEST_DATABASE") != "embedded":
         return
     on_server, repeated = [], []
     for item in items:
-        (on_server if "admin_url" in getattr(item, "fixturenames", ()) else repeated).append(item)
+        again = "admin_url" in getattr(item, "fixturenames", ()) and \
+            item.get_closest_marker("once") is None
+        (on_server if again else repeated).append(item)
     if repeated:
         config.hook.pytest_deselected(items=repeated)
         items[:] = on_server

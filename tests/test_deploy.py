@@ -32,6 +32,9 @@ from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.simulator.uaa_login import UI_CLIENT
 from tests.support import SIM_CLIENT, conninfo_as_url, free_port, log_in, wait_until
 
+# the two processes run the migrations and a backfill whose SQL the other tests run on both
+# servers; what this adds is the processes, which do not depend on the server
+pytestmark = pytest.mark.once
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = yaml.safe_load((REPO / "manifest.yml").read_text())
 DAEMONS = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"

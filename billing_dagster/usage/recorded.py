@@ -31,19 +31,19 @@ def record_measured_hours(instance: dg.DagsterInstance, conn: psycopg.Connection
     ``make-run-history``); ``description`` says in words how the hour was measured. Each hour
     also gets its ``hour_complete`` check evaluation, as a run would give it."""
     tags, how = {MEASURED_BY: measured_by}, dg.MetadataValue.text(description)
-    recorded = 0
-    for hour in hour_reports(conn, start, end):
-        if not hour.measured:
-            continue
+    measured = [hour for hour in hour_reports(conn, start, end) if hour.measured]
+    for hour in measured:
         instance.report_runless_asset_event(dg.AssetMaterialization(
             "hourly_measurements", partition=hour.partition_key, tags=tags,
             metadata={**hour.measurement_metadata(), "measured": how}))
         instance.report_runless_asset_event(dg.AssetMaterialization(
             "priced_postings", partition=hour.partition_key, tags=tags,
             metadata={**hour.posting_metadata(), "measured": how}))
-        target = newest_materializations(instance, [hour.partition_key], "")
-        instance.report_runless_asset_event(hour.check_evaluation(target[hour.partition_key]))
-        recorded += 1
+    # each check judges its hour's materialization just reported, looked up in one query
+    targets = newest_materializations(instance, [h.partition_key for h in measured], "")
+    for hour in measured:
+        instance.report_runless_asset_event(hour.check_evaluation(targets[hour.partition_key]))
+    recorded = len(measured)
     log.info("recorded %d hours measured outside Dagster (%s) as materializations", recorded,
              description)
     return recorded

@@ -108,11 +108,12 @@ class Scenario:
         def at(n: int) -> int:
             return n * hours // self.hours
         install = max(6, at(self.install_at))
+        dagster = max(at(self.dagster_hours[0]), install + 1)  # runs on top of an install
         return Scenario(
             seed=self.seed, apps=self.apps, service_instances=self.service_instances,
             month=self.month, hours=hours, history_days=self.history_days,
             install_at=install,
-            dagster_hours=(at(self.dagster_hours[0]), at(self.dagster_hours[0]) + 6),
+            dagster_hours=(dagster, dagster + 6),
             outage=(at(self.outage[0]), at(self.outage[0]) + 6),
             purge_at=at(self.purge_at),
             skew_at=tuple(sorted({max(at(h), install + 1) for h in self.skew_at})),
