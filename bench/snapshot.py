@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -159,6 +159,15 @@ def time_copy(conn: psycopg.Connection, data: list[tuple]) -> float:
     return timed(copy)[1]
 
 
+def print_results(header: tuple[str, ...],
+                  results: Sequence[Mapping[str, float | int | str]]) -> None:
+    """One row per result, in the columns of ``header`` (floats to two places)."""
+    print(" | ".join(f"{h:>12}" for h in header))
+    for r in results:
+        print(" | ".join(f"{r[h]:>12.2f}" if isinstance(r[h], float) else f"{r[h]:>12}"
+                         for h in header))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.snapshot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,10 +181,7 @@ def main() -> None:
     header = ("apps", "services", "observations", "fetch_s", "fetch_cpu_s", "land_s",
               "copy_floor_s",
               "derive_s", "price_s", "hour_s", "measurements", "postings", "peak_rss_mib")
-    print(" | ".join(f"{h:>12}" for h in header))
-    for r in results:
-        print(" | ".join(f"{r[h]:>12.2f}" if isinstance(r[h], float) else f"{r[h]:>12}"
-                         for h in header))
+    print_results(header, results)
     largest = results[-1]
     client_s = (largest["fetch_cpu_s"] + largest["land_s"] + largest["derive_s"]
                 + largest["price_s"])

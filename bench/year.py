@@ -24,13 +24,20 @@ from __future__ import annotations
 import argparse
 import os
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 import httpx
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from bench.snapshot import admin_url, fresh_database, move_clock, simulator_process, timed
+from bench.snapshot import (
+    admin_url,
+    fresh_database,
+    move_clock,
+    print_results,
+    simulator_process,
+    timed,
+)
+from billing_dagster.business_time import BUSINESS_TIME
 from billing_dagster.catalog.loading import load_catalog
 from billing_dagster.catalog.reading import EXAMPLE_CATALOG, read_catalog
 from billing_dagster.cf.client import CloudFoundryClient
@@ -41,7 +48,6 @@ from billing_dagster.usage.events import land_events
 from billing_dagster.usage.measurements import derive_window
 from billing_dagster.usage.snapshot import land_snapshot, take_snapshot
 
-NEW_YORK = ZoneInfo("America/New_York")
 FIRST_MONTH = date(2025, 2, 1)
 TARGET_END_TO_START = 1.5  # issue 12: a year's end within 1.5x of its start
 SIZES_SQL = """
@@ -62,7 +68,7 @@ def month_bounds(first: date, n: int) -> list[tuple[datetime, datetime]]:
     """The UTC bounds of ``n`` business months (America/New_York) from ``first``."""
     starts = [date(first.year + (first.month - 1 + k) // 12, (first.month - 1 + k) % 12 + 1, 1)
               for k in range(n + 1)]
-    instants = [datetime.combine(d, time(), NEW_YORK).astimezone(UTC) for d in starts]
+    instants = [datetime.combine(d, time(), BUSINESS_TIME).astimezone(UTC) for d in starts]
     return list(zip(instants[:-1], instants[1:], strict=True))
 
 
@@ -73,8 +79,8 @@ def land_month(conn: psycopg.Connection, client: CloudFoundryClient, sim: httpx.
     events = stored = 0
     day = start
     while day < end:
-        noon = day.replace(hour=12, minute=0, second=0) if day.hour < 12 else None
-        if noon is not None and noon < end:
+        noon = day.replace(hour=12, minute=0, second=0)  # a business day begins 04:00 or 05:00
+        if noon < end:
             now = move_clock(sim, noon)
             before = count_observations(conn)
             land_snapshot(conn, take_snapshot(client, METERS, now))
@@ -118,7 +124,7 @@ def bench(admin: str, apps: int, services: int, months: int, keep: bool) -> None
             conn.execute("VACUUM ANALYZE")
             hour_rows, _, hour_s = derive_and_price(conn, start, start + timedelta(hours=1))
             rows, postings, month_s = derive_and_price(conn, start, end)
-            label = f"{start.astimezone(NEW_YORK):%Y-%m}"
+            label = f"{start.astimezone(BUSINESS_TIME):%Y-%m}"
             results.append({"month": label, "hours": int((end - start).total_seconds()) // 3600,
                             "events": events, "snapshot_obs": stored, "land_s": land_s,
                             "hour_rows": hour_rows, "hour_s": hour_s, "measurements": rows,
@@ -132,10 +138,7 @@ def bench(admin: str, apps: int, services: int, months: int, keep: bool) -> None
 
     header = ("month", "hours", "events", "snapshot_obs", "land_s", "hour_rows", "hour_s",
               "measurements", "postings", "month_s")
-    print(" | ".join(f"{h:>12}" for h in header))
-    for r in results:
-        print(" | ".join(f"{r[h]:>12.2f}" if isinstance(r[h], float) else f"{r[h]:>12}"
-                         for h in header))
+    print_results(header, results)
 
     print_sizes(sizes, months)
     first, last = results[0], results[-1]

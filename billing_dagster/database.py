@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from types import ModuleType
-from zoneinfo import ZoneInfo
 
 import psycopg
 
+from billing_dagster.business_time import BUSINESS_TIME
 from billing_dagster.settings import DatabaseSettings
 from billing_dagster.sql import query
 
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 # little (bench/pricing.py measures both).
 SESSION_OPTIONS = "-c timezone=UTC -c search_path=billing,public -c jit=off"
 _embedded_lock = threading.Lock()
-BUSINESS_TIME = ZoneInfo("America/New_York")  # the fact tables' monthly partitions
 
 
 def start_embedded(data_dir: Path) -> str:
@@ -81,12 +80,13 @@ def ensure_month_partitions(conn: psycopg.Connection, start: datetime, end: date
     month_after = datetime.combine((last.replace(day=28) + timedelta(days=4)).date().replace(
         day=1), time(), BUSINESS_TIME).astimezone(UTC)
     created: list[str] = []
-    for span_end, timeout in ((end, "0"), (month_after + timedelta(hours=1), ahead_lock_timeout)):
+    spans = ((start, end, "0"), (month_after, month_after + timedelta(hours=1), ahead_lock_timeout))
+    for span_start, span_end, timeout in spans:
         try:
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute("SELECT set_config('lock_timeout', %s, true)", (timeout,))
                 cur.execute(query("create_month_partitions"),
-                            {"span_start": start, "span_end": span_end})
+                            {"span_start": span_start, "span_end": span_end})
                 created += [name for (name,) in cur.fetchall()]
         except psycopg.errors.LockNotAvailable:
             log.warning("the partition for the month after %s was not created ahead: a long "

@@ -14,11 +14,11 @@ everything stored is UTC and every duration comes from UTC timestamps.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-BUSINESS_TIMEZONE = "America/New_York"
+from billing_dagster.business_time import BUSINESS_TIME, BUSINESS_TIMEZONE
+
 # The tags that make one run cover a range of partitions (a single-run backfill).
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -104,7 +104,7 @@ def _with_hourly_checks(assets_def: dg.AssetsDefinition,
 
 def month_before(moment: datetime) -> date:
     """The first day of the New York month before the one ``moment`` falls in."""
-    first = moment.astimezone(ZoneInfo(BUSINESS_TIMEZONE)).date().replace(day=1)
+    first = moment.astimezone(BUSINESS_TIME).date().replace(day=1)
     if first.month == 1:
         return first.replace(year=first.year - 1, month=12)
     return first.replace(month=first.month - 1)
