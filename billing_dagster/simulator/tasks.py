@@ -200,8 +200,9 @@ class Tasks:
             watcher = threading.Thread(target=self._watch, args=(task,),
                                        name=f"cf-sim-task-{sequence}", daemon=True)
             self._watchers.append(watcher)
+            created = replace(task)  # as it stands when the request is answered: RUNNING
         watcher.start()
-        return task
+        return created
 
     def _cancel(self, guid: str) -> Task:
         task = self._get(guid)

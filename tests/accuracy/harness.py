@@ -48,13 +48,13 @@ from billing_dagster.definitions import defs
 from billing_dagster.jobs import landing_job, metering_job
 from billing_dagster.ledger.posting import post_month
 from billing_dagster.meters import AWS_METERS, METERS, STREAMS
-from billing_dagster.partitions import hourly_keys_between
+from billing_dagster.partitions import contiguous, hourly_keys_between
 from billing_dagster.pricing.postings import price_window
 from billing_dagster.resources import BillingDatabase, Clock, CloudFoundryApi
 from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.simulator.aws import AwsFoundation
 from billing_dagster.simulator.records import Organization
-from billing_dagster.sql import copy_rows, queries_in
+from billing_dagster.sql import copy_rows, queries_in, query
 from billing_dagster.usage.aws import read_and_land
 from billing_dagster.usage.events import land_events
 from billing_dagster.usage.measurements import derive_window
@@ -69,6 +69,7 @@ CUSTOMERS = ("agency-a", "agency-b", "agency-c", "agency-d", "agency-e")
 NEW_ORG = "accuracy-new-org"
 NEW_ORG_GUID = str(uuid.uuid5(uuid.NAMESPACE_URL, "billing-dagster:accuracy-new-org"))
 QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+NO_RECHECK = datetime(9999, 1, 1, tzinfo=UTC)  # the harness lands one reading at a time
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,7 @@ class Production:
         self.s = scenario
         self.database_url = database_url
         self.measured_to = scenario.month_start  # hours before this are measured
+        self.reading_cursor = 0  # remeasure_sensor's: the newest reading it has looked at
         self.churn: dict[str, int] = defaultdict(int)
         self._dagster = _DagsterRuns(sim, aws, database_url)
 
@@ -296,13 +298,8 @@ class Production:
             else:
                 self.land(n)
                 self.meter(self.measured_to, hour_end)
-            if hour_end.hour == 7 and hour_end - 7 * HOUR >= self.s.month_start:
-                # S3's samples of the day have landed (published at 06:00): its first hours,
-                # measured with yesterday's, are measured again, as a re-measuring of
-                # flagged hours would
-                self.meter(hour_end - 7 * HOUR, hour_end - HOUR)
-                self.churn["days re-measured once S3's sample landed"] += 1
             self.measured_to = hour_end
+            self.remeasure()
             if n % 24 == 0:
                 log.info("day %d of %d landed and metered", n // 24, s.hours // 24)
         self.churn["changes applied"] = self.sim.foundation.changes_applied
@@ -330,6 +327,20 @@ class Production:
         with CloudFoundryClient(self.sim.url, *CLIENT, per_page=per_page) as client:
             for stream in STREAMS:
                 land_events(self.conn, client, stream, now)
+
+    def remeasure(self) -> None:
+        """What remeasure_sensor does after a landing: the hours measured before data that
+        changes them landed (late usage events, S3's day sample published hours into the day,
+        a landing outage's readings; sql/queries/remeasure.sql) are measured again, one range
+        at a time. The cursor alone says what is new (one landing at a time here)."""
+        with self.conn.cursor() as cur:
+            newest = cur.execute(query("newest_reading")).fetchone()
+            stale = [hour for hour, _ in cur.execute(query("hours_to_remeasure"), {
+                "after_id": self.reading_cursor, "recheck_since": NO_RECHECK}).fetchall()]
+        self.reading_cursor = newest[0] if newest and newest[0] else self.reading_cursor
+        for start, end in contiguous(sorted(stale)):
+            self.meter(start, end)
+            self.churn["ranges measured again (remeasure_sensor's query)"] += 1
 
     def meter(self, start: datetime, end: datetime) -> None:
         """The metering job's two steps over [start, end) as one range (one hour normally;
