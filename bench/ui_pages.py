@@ -90,6 +90,18 @@ PAGES: list[tuple[str, str, Callable[[WebDriver], str | None]]] = [
 ]
 
 
+# what the checks view asks the server for each check (the part that grows with partitions)
+CHECKS_QUERY = """
+{ assetNodeOrError(assetKey: {path: ["hourly_measurements"]}) { ... on AssetNode {
+    assetChecksOrError { ... on AssetChecks { checks {
+        name
+        executionForLatestMaterialization { id status timestamp }
+        partitionStatuses { ... on AssetCheckTimePartitionStatuses {
+            ranges { startKey endKey status } } }
+} } } } } }
+"""
+
+
 def browser() -> WebDriver:
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
@@ -150,12 +162,31 @@ def serve(home: Path, url: str, start: date, log: Path) -> tuple[subprocess.Pope
     raise RuntimeError(f"dagster-webserver did not answer in 180 s: {log.read_text()[-2000:]}")
 
 
-def bench(admin: str, apps: int, months: int) -> None:
+def time_pages(base: str, state: str) -> None:
+    """Each page twice in one browser, and the checks view's GraphQL query by itself."""
+    print(f"the pages {state}:")
+    print(f"{'page':<36} | {'first (s)':>9} | {'again (s)':>9} | shown")
+    driver = browser()
+    try:
+        for name, path, shown in PAGES:
+            first, found = time_page(driver, base + path, shown)
+            again, _ = time_page(driver, base + path, shown)
+            print(f"{name:<36} | {first:>9.1f} | {again:>9.1f} | {found}", flush=True)
+    finally:
+        driver.quit()
+    for attempt in ("first", "again"):
+        answer, seconds = timed(lambda: httpx.post(base + "/graphql", timeout=PAGE_SECONDS,
+                                                   json={"query": CHECKS_QUERY}))
+        answer.raise_for_status()
+        print(f"the checks' GraphQL query ({attempt}): {seconds:.2f} s", flush=True)
+
+
+def bench(admin: str, apps: int, months: int, keep: bool) -> None:
     bounds = month_bounds(FIRST_MONTH, months)
     start, end = bounds[0][0], bounds[-1][1]
     foundation = Foundation(seed=7, apps=apps, service_instances=apps // 2,
                             start=start - timedelta(hours=1))
-    with fresh_database(admin) as url, \
+    with fresh_database(admin, keep=keep) as url, \
             tempfile.TemporaryDirectory(prefix="bench_ui_home_") as home_dir:
         home = Path(home_dir)
         config = {"storage": {"postgres": {"postgres_url": sqlalchemy_url(as_url(url))}},
@@ -178,15 +209,11 @@ def bench(admin: str, apps: int, months: int) -> None:
                       f"{seconds:.0f} s", flush=True)
         process, base = serve(home, url, FIRST_MONTH, home / "webserver.log")
         try:
-            print(f"{'page':<36} | {'first (s)':>9} | {'again (s)':>9} | shown")
-            driver = browser()
-            try:
-                for name, path, shown in PAGES:
-                    first, found = time_page(driver, base + path, shown)
-                    again, _ = time_page(driver, base + path, shown)
-                    print(f"{name:<36} | {first:>9.1f} | {again:>9.1f} | {found}", flush=True)
-            finally:
-                driver.quit()
+            time_pages(base, "as the runs left the database")
+            with connect(url) as conn:
+                _, analyze_s = timed(lambda: conn.execute("VACUUM ANALYZE"))
+            time_pages(base, f"after VACUUM ANALYZE ({analyze_s:.0f} s), as autovacuum would "
+                             "leave it")
         finally:
             process.terminate()
             process.wait(timeout=60)
@@ -201,10 +228,12 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--apps", type=int, default=100)
     parser.add_argument("--months", type=int, default=12)
+    parser.add_argument("--keep-database", action="store_true",
+                        help="keep the database (billing tables and Dagster's storage)")
     args = parser.parse_args()
     admin = admin_url()
     print(f"database server: {conninfo_to_dict(admin).get('host')}, {os.cpu_count()} CPUs")
-    bench(admin, args.apps, args.months)
+    bench(admin, args.apps, args.months, args.keep_database)
 
 
 if __name__ == "__main__":
