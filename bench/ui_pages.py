@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -33,7 +32,12 @@ from pathlib import Path
 
 import dagster as dg
 import httpx
+import uvicorn
 import yaml
+from dagster._core.workspace.context import WorkspaceProcessContext  # as the web process
+from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster_webserver.app import create_app_from_workspace_process_context
+from dagster_webserver.version import __version__ as webserver_version
 from psycopg.conninfo import conninfo_to_dict
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
@@ -54,6 +58,7 @@ from billing_dagster.resources import BillingDatabase
 from billing_dagster.settings import sqlalchemy_url
 from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.usage.assets import hourly_measurements
+from billing_dagster.web.check_order import order_check_partitions
 
 REPO = Path(__file__).resolve().parent.parent
 FIRST_MONTH = date(2025, 2, 1)
@@ -133,19 +138,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_app(port: int) -> None:
+    """The web process's app (billing_dagster/web/app.py) without its login, which is not what
+    is timed: the webserver's ASGI app for the project's workspace on DAGSTER_HOME's instance,
+    the instance's check partition rows in time order as the web process has them."""
+    instance = dg.DagsterInstance.get()
+    order_check_partitions(instance)
+    with WorkspaceProcessContext(instance, version=webserver_version, workspace_load_target=(
+            WorkspaceFileTarget(paths=[str(REPO / "workspace.yaml")]))) as context:
+        uvicorn.run(create_app_from_workspace_process_context(context), host="127.0.0.1",
+                    port=port, log_level="warning")
+
+
 def serve(home: Path, url: str, start: date, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """dagster-webserver on the bench's instance and the project's workspace; its base URL once
-    it answers."""
+    """The web process's app (serve_app) on the bench's instance and the project's workspace,
+    in a process of its own; its base URL once it answers."""
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PG", "DAGSTER", "BILLING")) and k != "DATABASE_URL"}
     env |= {"DAGSTER_HOME": str(home), "DATABASE_URL": as_url(url),
             "BILLING_DAGSTER_PG_URL": sqlalchemy_url(as_url(url)),
             "BILLING_START": start.isoformat()}
-    executable = shutil.which("dagster-webserver", path=str(Path(sys.executable).parent))
     process = subprocess.Popen(
-        [executable or "dagster-webserver", "-h", "127.0.0.1", "-p", str(port),
-         "-w", str(REPO / "workspace.yaml")],
+        [sys.executable, "-m", "bench.ui_pages", "--serve", str(port)],
         cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = clock.monotonic() + 180
@@ -230,7 +245,11 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--keep-database", action="store_true",
                         help="keep the database (billing tables and Dagster's storage)")
+    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        serve_app(args.serve)
+        return
     admin = admin_url()
     print(f"database server: {conninfo_to_dict(admin).get('host')}, {os.cpu_count()} CPUs")
     bench(admin, args.apps, args.months, args.keep_database)

@@ -35,6 +35,7 @@ from dagster._core.workspace.load_target import WorkspaceFileTarget  # see the m
 from dagster_webserver.app import create_app_from_workspace_process_context
 from dagster_webserver.version import __version__ as webserver_version
 
+from billing_dagster.web.check_order import order_check_partitions
 from billing_dagster.web.login import LoginConfigError, LoginSettings, UaaLogin
 from billing_dagster.web.statements import WithStatements
 
@@ -91,6 +92,7 @@ def ui_app(settings: LoginSettings, workspace: Path = REPO_ROOT / "workspace.yam
     """The webserver's ASGI app for ``workspace`` behind the login, while the block runs
     (the workspace context owns the code server it starts)."""
     instance = instance or DagsterInstance.get()
+    order_check_partitions(instance)  # the checks view at a year: see check_order.py
     with RoleAwareWorkspace(
             instance, version=webserver_version,
             workspace_load_target=WorkspaceFileTarget(paths=[str(workspace)])) as context:
