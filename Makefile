@@ -36,12 +36,13 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/pyright
 
-bench: install  ## snapshot, landing, derivation and pricing timings beside their floors; a quarter of a 20k-app foundation
+bench: install  ## snapshot, landing, derivation and pricing timings beside their floors; a quarter of a 20k-app foundation; the UI's pages after a year
 	$(BIN)/python -m bench.pricing
 	$(BIN)/python -m bench.snapshot
 	$(BIN)/python -m bench.events
 	$(BIN)/python -m bench.backfill
 	$(BIN)/python -m bench.year
+	$(BIN)/python -m bench.ui_pages
 
 stop:  ## stop the embedded PostgreSQL server started by run/dev
 	$(BIN)/python -m billing_dagster.launch stop

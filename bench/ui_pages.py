@@ -5,15 +5,19 @@ its metadata, and one hour_complete evaluation per hour), not with the billing t
 small foundation (100 apps / 50 service instances) is metered over a year: its usage events
 landed day by day, then ``hourly_measurements`` and ``priced_postings`` materialized as one
 single-run backfill per business month on a Dagster instance whose storage is the bench
-database (as in production). Then the code location is served by ``dagster-webserver``
-(partitions from the billing start) and headless Debian chromium opens each page twice (a
-fresh browser, then again), timed from the request until the page shows its figures:
+database (as in production). Then the code location is served by the web process's app
+without its login (``serve_app``; partitions from the billing start) and headless Debian
+chromium opens each page twice in one browser, timed from the request until the page shows its
+figures, once as the runs left the database and once after VACUUM ANALYZE (as autovacuum
+leaves a production database; the development machine's PostgreSQL runs without it):
 
 - the partitions view of ``hourly_measurements`` and of ``priced_postings`` (until the counts
   "Materialized (N)" and "Missing (N)" are drawn),
-- the checks view of ``hourly_measurements`` (until ``hour_complete`` is listed).
+- the checks view of ``hourly_measurements`` (until ``hour_complete`` is listed), and the
+  GraphQL query of the checks' statuses by itself.
 
-The database is a fresh one on BENCH_ADMIN_URL (see bench.snapshot), dropped at the end.
+The database is a fresh one on BENCH_ADMIN_URL (see bench.snapshot), dropped at the end
+(``--keep-database`` keeps it).
 """
 
 from __future__ import annotations
