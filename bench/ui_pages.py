@@ -38,10 +38,6 @@ import dagster as dg
 import httpx
 import uvicorn
 import yaml
-from dagster._core.workspace.context import WorkspaceProcessContext  # as the web process
-from dagster._core.workspace.load_target import WorkspaceFileTarget
-from dagster_webserver.app import create_app_from_workspace_process_context
-from dagster_webserver.version import __version__ as webserver_version
 from psycopg.conninfo import conninfo_to_dict
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
@@ -62,7 +58,7 @@ from billing_dagster.resources import BillingDatabase
 from billing_dagster.settings import sqlalchemy_url
 from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.usage.assets import hourly_measurements
-from billing_dagster.web.check_order import order_check_partitions
+from billing_dagster.web.app import dagster_app
 
 REPO = Path(__file__).resolve().parent.parent
 FIRST_MONTH = date(2025, 2, 1)
@@ -144,14 +140,9 @@ def free_port() -> int:
 
 def serve_app(port: int) -> None:
     """The web process's app (billing_dagster/web/app.py) without its login, which is not what
-    is timed: the webserver's ASGI app for the project's workspace on DAGSTER_HOME's instance,
-    the instance's check partition rows in time order as the web process has them."""
-    instance = dg.DagsterInstance.get()
-    order_check_partitions(instance)
-    with WorkspaceProcessContext(instance, version=webserver_version, workspace_load_target=(
-            WorkspaceFileTarget(paths=[str(REPO / "workspace.yaml")]))) as context:
-        uvicorn.run(create_app_from_workspace_process_context(context), host="127.0.0.1",
-                    port=port, log_level="warning")
+    is timed: the webserver's app for the project's workspace on DAGSTER_HOME's instance."""
+    with dagster_app() as app:
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
 def serve(home: Path, url: str, start: date, log: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -85,12 +85,12 @@ def _more(rows: int, resource_hours: int) -> str:
 def _held_table(priced: PricedWindow) -> str:
     if not priced.held:
         return "nothing held: every measurement is priced and has a customer"
-    held = sorted(priced.held, key=lambda h: (-h.resource_hours, -h.quantity))  # largest first
     lines = ["| reason | meter | kind | org | hours | resource-hours | quantity |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {h.reason} | {h.meter} | {h.kind} | {h.org or '?'} | {h.hours} "
-              f"| {h.resource_hours} | {h.quantity} |" for h in held[:SHOWN]]
-    rest = held[SHOWN:]
+              f"| {h.resource_hours} | {h.quantity} |"
+              for h in priced.held[:SHOWN]]  # the largest first (held_usage)
+    rest = priced.held[SHOWN:]
     return "\n".join(lines) + (_more(len(rest), sum(h.resource_hours for h in rest))
                                if rest else "")
 

@@ -87,17 +87,25 @@ def role_of(connection: object | None) -> str | None:
 
 
 @contextlib.contextmanager
-def ui_app(settings: LoginSettings, workspace: Path = REPO_ROOT / "workspace.yaml",
-           instance: DagsterInstance | None = None) -> Iterator[UaaLogin]:
-    """The webserver's ASGI app for ``workspace`` behind the login, while the block runs
-    (the workspace context owns the code server it starts)."""
+def dagster_app(workspace: Path = REPO_ROOT / "workspace.yaml",
+                instance: DagsterInstance | None = None) -> Iterator[WithStatements]:
+    """The webserver's ASGI app for ``workspace`` with the statements beside it, before the
+    login (every request read-only without it), while the block runs (the workspace context
+    owns the code server it starts). bench/ui_pages.py times the pages on it."""
     instance = instance or DagsterInstance.get()
     order_check_partitions(instance)  # the checks view at a year: see check_order.py
     with RoleAwareWorkspace(
             instance, version=webserver_version,
             workspace_load_target=WorkspaceFileTarget(paths=[str(workspace)])) as context:
-        yield UaaLogin(WithStatements(create_app_from_workspace_process_context(context)),
-                       settings)
+        yield WithStatements(create_app_from_workspace_process_context(context))
+
+
+@contextlib.contextmanager
+def ui_app(settings: LoginSettings, workspace: Path = REPO_ROOT / "workspace.yaml",
+           instance: DagsterInstance | None = None) -> Iterator[UaaLogin]:
+    """dagster_app behind the login, while the block runs."""
+    with dagster_app(workspace, instance) as app:
+        yield UaaLogin(app, settings)
 
 
 def serve(host: str, port: int) -> None:

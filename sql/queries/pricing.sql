@@ -73,7 +73,7 @@ SELECT CASE WHEN h.unpriced THEN 'no price' ELSE 'no customer' END AS reason,
   FROM held h
   JOIN billing.resource_kind k ON k.id = h.resource_kind_id
   LEFT JOIN billing.cf_org o ON o.guid = h.org_guid
- ORDER BY 1, 2, 3, 4;
+ ORDER BY h.resource_hours DESC, h.quantity DESC, 1, 2, 3, 4;  -- the largest first
 
 -- name: record_unknown_kinds
 -- Resource kinds whose usage could not be priced (no name, or no price covering the hours
