@@ -1,11 +1,13 @@
 """The CF client against the simulator over real HTTP: auth, pagination, retries, bad JSON."""
 
+import gc
 import math
+import threading
 
 import pytest
 
 from billing_dagster.cf.client import CfApiError, CloudFoundryClient, RetryPolicy
-from billing_dagster.meters import CfServicesMeter
+from billing_dagster.meters import CfAppsMeter, CfServicesMeter
 from tests.support import cf_client
 
 
@@ -148,3 +150,63 @@ def test_a_record_without_its_guid_stops_the_meter_with_a_partial_reading(simula
     assert reading.status == "partial"
     assert len(reading.resources) == 4  # the four good records of the first page are kept
     assert reading.error is not None and "missing or invalid field 'guid'" in reading.error
+
+
+def _processes_of_apps(simulator, app_guids):
+    state = simulator.foundation
+    return {p.guid for guid in app_guids for p in state.processes_of(guid)}
+
+
+def test_an_app_record_without_its_guid_keeps_the_processes_of_the_apps_before_it(simulator):
+    with cf_client(simulator, per_page=5) as client:
+        first_page = [a["guid"] for a in next(client.pages("/v3/apps")).resources]
+        simulator.inject_fault("drop_guid", count=1, path_prefix="/v3/apps")
+        reading = CfAppsMeter().snapshot(client)
+    assert reading.status == "partial"
+    assert {r.natural_id for r in reading.resources} == _processes_of_apps(simulator,
+                                                                            first_page[:4])
+    assert reading.error is not None and "malformed app record after 4 good ones" in reading.error
+    assert "'guid'" in reading.error
+
+
+def test_apps_listing_failing_midway_keeps_the_apps_read_and_says_how_far_it_got(simulator):
+    with cf_client(simulator, per_page=5) as client:
+        first_page = [a["guid"] for a in next(client.pages("/v3/apps")).resources]
+        simulator.inject_fault("503", count=10, path_prefix="/v3/apps", skip=1)
+        reading = CfAppsMeter().snapshot(client)
+    assert reading.status == "partial"
+    assert {r.natural_id for r in reading.resources} == _processes_of_apps(simulator, first_page)
+    assert reading.error is not None and "apps listing failed after 5 apps" in reading.error
+
+
+def test_a_process_record_without_its_guid_fails_the_reading_naming_the_field(simulator):
+    # the processes are read whole before any app is observed: a bad one leaves nothing
+    simulator.inject_fault("drop_guid", count=1, path_prefix="/v3/processes")
+    with cf_client(simulator, per_page=5) as client:
+        reading = CfAppsMeter().snapshot(client)
+    assert reading.status == "failed" and reading.resources == []
+    assert reading.error is not None
+    assert "malformed process record after 4 good ones" in reading.error
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_reads_in_many_threads_leave_the_garbage_collector_as_they_found_it(simulator, enabled):
+    # decoding pauses the cyclic collector (a page allocates ~100k objects); reads decoding at
+    # once in several threads must neither leave it paused nor turn it on
+    (gc.enable if enabled else gc.disable)()
+    try:
+        with cf_client(simulator, per_page=3) as client:
+            client.access_token()
+            counts: list[int] = []
+            threads = [threading.Thread(
+                target=lambda path=path: counts.append(len(client.list_all(path).resources)))
+                for path in ("/v3/apps", "/v3/processes", "/v3/spaces", "/v3/apps")]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        assert sorted(counts) == sorted([len(simulator.foundation.apps)] * 2 + [
+            len(simulator.foundation.processes), len(simulator.foundation.spaces)])
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable()

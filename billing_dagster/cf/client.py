@@ -6,10 +6,13 @@ one: every problem ends in a ``CfApiError`` that says which URL failed, how and 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -261,7 +264,8 @@ class CloudFoundryClient:
             raise CfApiError(f"{method} {url} returned {status}: {_error_detail(response)}",
                              url=url, status=status)
         try:
-            return response.json()
+            with collector_paused():
+                return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise _Retryable(f"malformed JSON ({len(response.content)} bytes, {exc})", -1) from exc
 
@@ -297,3 +301,33 @@ def _error_detail(response: httpx.Response) -> str:
         return "; ".join(f"{e.get('title')}: {e.get('detail')}" for e in errors) or "no detail"
     except (ValueError, AttributeError):
         return response.text[:200] or "empty body"
+
+
+_paused = 0
+_paused_lock = threading.Lock()
+_was_enabled = False
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while the block runs (threads may nest it).
+
+    Decoding a page allocates some 100k dicts and lists; each allocation counts towards a
+    collection, and a full collection walks every object the process holds, the pages read
+    before included: measured on a 100k-app snapshot, 7.1 s of its 61 pages' decoding was
+    mostly that (a page 20-40 ms with the collector paused, up to 1 s without). Decoded JSON
+    holds no reference cycles, so pausing it misses nothing; objects freed meanwhile are freed
+    by their reference counts as always."""
+    global _paused, _was_enabled
+    with _paused_lock:
+        if _paused == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _paused += 1
+    try:
+        yield
+    finally:
+        with _paused_lock:
+            _paused -= 1
+            if _paused == 0 and _was_enabled:
+                gc.enable()

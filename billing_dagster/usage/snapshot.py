@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -75,19 +76,26 @@ def read_inventory(cf: CloudFoundryClient) -> Inventory:
 
 def take_snapshot(cf: CloudFoundryClient, meters: tuple[Meter, ...],
                   taken_at: datetime) -> Snapshot:
-    """Read the inventory and every meter. ``taken_at`` is the instant this state describes."""
-    inventory = read_inventory(cf)
-    readings = []
-    for meter in meters:
-        try:
-            reading = meter.snapshot(cf)
-        except (KeyError, TypeError, ValueError) as exc:
-            reading = MeterSnapshot(meter.name, [], [], complete=False,
-                                    error=f"malformed {meter.name} record: {exc!r}")
-        log.info("%s: %s, %d resources%s", meter.name, reading.status, len(reading.resources),
-                 f" ({reading.error})" if reading.error else "")
-        readings.append(reading)
-    return Snapshot(taken_at.replace(microsecond=0), inventory, readings)
+    """Read the inventory and every meter. ``taken_at`` is the instant this state describes.
+
+    The reads run at once, a thread each: while one decodes a page (our CPU), another waits
+    for the Cloud Controller to render its next (the API's CPU), instead of taking turns."""
+    with ThreadPoolExecutor(1 + len(meters), thread_name_prefix="cf-snapshot") as pool:
+        inventory = pool.submit(read_inventory, cf)
+        readings = [pool.submit(_read_meter, meter, cf) for meter in meters]
+    return Snapshot(taken_at.replace(microsecond=0), inventory.result(),
+                    [reading.result() for reading in readings])
+
+
+def _read_meter(meter: Meter, cf: CloudFoundryClient) -> MeterSnapshot:
+    try:
+        reading = meter.snapshot(cf)
+    except (KeyError, TypeError, ValueError) as exc:
+        reading = MeterSnapshot(meter.name, [], [], complete=False,
+                                error=f"malformed {meter.name} record: {exc!r}")
+    log.info("%s: %s, %d resources%s", meter.name, reading.status, len(reading.resources),
+             f" ({reading.error})" if reading.error else "")
+    return reading
 
 
 def land_snapshot(conn: psycopg.Connection, snapshot: Snapshot,
