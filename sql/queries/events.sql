@@ -1,18 +1,21 @@
 -- name: create_event_staging
 -- One page of usage events, in API order (pos); both streams' tables exist for every page.
+-- `new`: the event was landed by this page (set by the landing, read by the steps after it).
 DROP TABLE IF EXISTS stage_app_event;
 CREATE TEMP TABLE stage_app_event (
     pos integer NOT NULL, guid text NOT NULL, created_at timestamptz NOT NULL, state text,
     previous_state text, app_guid text, app_name text, process_guid text, process_type text,
     space_guid text, space_name text, org_guid text, instance_count integer,
-    previous_instance_count integer, memory_in_mb integer, previous_memory_in_mb integer
+    previous_instance_count integer, memory_in_mb integer, previous_memory_in_mb integer,
+    new boolean NOT NULL DEFAULT false
 ) ON COMMIT DROP;
 DROP TABLE IF EXISTS stage_service_event;
 CREATE TEMP TABLE stage_service_event (
     pos integer NOT NULL, guid text NOT NULL, created_at timestamptz NOT NULL, state text,
     service_instance_guid text, service_instance_name text, service_instance_type text,
     service_plan_guid text, service_plan_name text, service_offering_name text,
-    service_broker_name text, space_guid text, space_name text, org_guid text
+    service_broker_name text, space_guid text, space_name text, org_guid text,
+    new boolean NOT NULL DEFAULT false
 ) ON COMMIT DROP;
 
 -- name: copy_stage_app_event
@@ -38,10 +41,8 @@ VALUES (%(meter)s, 'events', %(taken_at)s, %(status)s, %(events)s, %(error)s, %(
 RETURNING id;
 
 -- name: land_app_events
--- Land a page of app usage events once each (by guid), make sure their orgs, spaces and
--- processes exist (stubs named from the event), and turn each new STARTED/STOPPED event of a
--- process into an observation: STARTED uses instances x memory, STOPPED nothing. An event's
--- time is never before an earlier event of the same process (API order wins over clocks).
+-- Land a page of app usage events once each (by guid) and mark the staged rows landed now
+-- (`new`), so the steps after it read the page, not the landed table by guid again.
 WITH new_events AS (
     INSERT INTO billing.app_usage_event
            (guid, created_at, state, previous_state, app_guid, app_name, process_guid,
@@ -54,12 +55,16 @@ WITH new_events AS (
      ORDER BY pos
     ON CONFLICT (guid) DO NOTHING
     RETURNING guid
+),
+marked AS (
+    UPDATE stage_app_event s SET new = true FROM new_events n WHERE s.guid = n.guid
 )
 SELECT count(*) AS new_events FROM new_events;
 
 -- name: ensure_event_orgs_and_spaces
 -- Orgs and spaces named in the page's events: stubs for orgs (events carry no org name),
--- spaces with their name and org; a stub space gets the event's name.
+-- spaces with their name and org; a stub space gets the event's name. Those already known
+-- (named, with their org) are left out before the insert, not refused one by one by it.
 WITH events AS (
     SELECT space_guid, space_name, org_guid FROM stage_app_event
     UNION ALL
@@ -68,39 +73,49 @@ WITH events AS (
 orgs AS (
     INSERT INTO billing.cf_org (guid, name, first_seen_at, last_seen_at)
     SELECT DISTINCT org_guid, NULL::text, %(taken_at)s::timestamptz, %(taken_at)s::timestamptz
-      FROM events WHERE org_guid IS NOT NULL
+      FROM events e
+     WHERE org_guid IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM billing.cf_org o WHERE o.guid = e.org_guid)
     ON CONFLICT (guid) DO NOTHING
 )
 INSERT INTO billing.cf_space AS sp (guid, org_guid, name, first_seen_at, last_seen_at)
 SELECT DISTINCT ON (space_guid) space_guid, org_guid, space_name, %(taken_at)s, %(taken_at)s
-  FROM events WHERE space_guid IS NOT NULL
+  FROM events e
+ WHERE space_guid IS NOT NULL
+   AND NOT EXISTS (SELECT 1 FROM billing.cf_space known
+                    WHERE known.guid = e.space_guid AND known.name IS NOT NULL
+                      AND known.org_guid IS NOT NULL)
 ON CONFLICT (guid) DO UPDATE
    SET name = coalesce(sp.name, EXCLUDED.name), org_guid = coalesce(sp.org_guid, EXCLUDED.org_guid)
  WHERE sp.name IS NULL OR sp.org_guid IS NULL;
 
 -- name: ensure_event_processes
--- Processes first seen in events become resources. A statement of its own: the observations
--- that join to these rows are inserted by the next statement, which sees them (a later CTE of
--- the same statement would not).
+-- Processes first seen in the page's new events become resources (known ones are left out
+-- before the insert). A statement of its own: the observations that join to these rows are
+-- inserted by the next statement, which sees them (a later CTE of the same statement would
+-- not).
 INSERT INTO billing.resource (meter, natural_id, name, space_guid, details, first_seen_at)
 SELECT DISTINCT ON (process_guid) 'cfapps', process_guid, app_name || '/' || process_type,
        space_guid, jsonb_build_object('app_guid', app_guid, 'process_type', process_type),
        created_at
-  FROM stage_app_event
- WHERE process_guid IS NOT NULL AND state IN ('STARTED', 'STOPPED')
+  FROM stage_app_event s
+ WHERE s.new AND process_guid IS NOT NULL AND state IN ('STARTED', 'STOPPED')
+   AND NOT EXISTS (SELECT 1 FROM billing.resource r
+                    WHERE r.meter = 'cfapps' AND r.natural_id = s.process_guid)
  ORDER BY process_guid, pos
 ON CONFLICT (meter, natural_id) DO NOTHING;
 
 -- name: app_event_observations
--- Each new STARTED/STOPPED event of this reading becomes an observation of its process.
+-- Each new STARTED/STOPPED event of this reading becomes an observation of its process:
+-- STARTED uses instances x memory, STOPPED nothing. An event's time is never before an
+-- earlier event of the same process (API order wins over clocks).
 WITH mapped AS (
     SELECT r.id AS resource_id, s.pos, s.created_at, s.process_guid,
            CASE WHEN s.state = 'STARTED' THEN s.instance_count::bigint * s.memory_in_mb
                 ELSE 0 END AS rate
       FROM stage_app_event s
-      JOIN billing.app_usage_event e ON e.guid = s.guid AND e.reading_id = %(reading_id)s
       JOIN billing.resource r ON r.meter = 'cfapps' AND r.natural_id = s.process_guid
-     WHERE s.state IN ('STARTED', 'STOPPED')
+     WHERE s.new AND s.state IN ('STARTED', 'STOPPED')
 ),
 timed AS (
     SELECT m.*, greatest(max(m.created_at) OVER (PARTITION BY m.resource_id ORDER BY m.pos),
@@ -126,7 +141,8 @@ SELECT t.resource_id, t.observed_at, %(reading_id)s, k.id, t.rate
  ORDER BY t.pos;
 
 -- name: land_service_events
--- Land a page of service usage events once each (by guid).
+-- Land a page of service usage events once each (by guid) and mark the staged rows landed now
+-- (`new`).
 WITH new_events AS (
     INSERT INTO billing.service_usage_event
            (guid, created_at, state, service_instance_guid, service_instance_name,
@@ -139,12 +155,17 @@ WITH new_events AS (
      ORDER BY pos
     ON CONFLICT (guid) DO NOTHING
     RETURNING guid
+),
+marked AS (
+    UPDATE stage_service_event s SET new = true FROM new_events n WHERE s.guid = n.guid
 )
 SELECT count(*) AS new_events FROM new_events;
 
 -- name: ensure_event_plans_and_instances
--- Plans and managed instances first seen in events become kinds and resources (neither part
--- reads the other's rows). A statement of its own, before the observations that join to them.
+-- Plans named in the page's events become kinds (a stub kind gets its name), managed instances
+-- first seen in its new events resources (neither part reads the other's rows; known ones are
+-- left out before the insert). A statement of its own, before the observations that join
+-- to them.
 WITH kinds AS (
     INSERT INTO billing.resource_kind AS k (meter, natural_id, name, details, first_seen_at)
     SELECT DISTINCT ON (service_plan_guid) 'cfservices', service_plan_guid,
@@ -152,16 +173,21 @@ WITH kinds AS (
            jsonb_build_object('service_offering', service_offering_name,
                               'service_plan', service_plan_name),
            created_at
-      FROM stage_service_event
+      FROM stage_service_event s
      WHERE service_instance_type = 'managed_service_instance' AND service_plan_guid IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM billing.resource_kind known
+                        WHERE known.meter = 'cfservices'
+                          AND known.natural_id = s.service_plan_guid AND known.name IS NOT NULL)
      ORDER BY service_plan_guid, pos
     ON CONFLICT (meter, natural_id) DO UPDATE SET name = EXCLUDED.name WHERE k.name IS NULL
 )
 INSERT INTO billing.resource (meter, natural_id, name, space_guid, details, first_seen_at)
 SELECT DISTINCT ON (service_instance_guid) 'cfservices', service_instance_guid,
        service_instance_name, space_guid, '{}'::jsonb, created_at
-  FROM stage_service_event
- WHERE service_instance_type = 'managed_service_instance'
+  FROM stage_service_event s
+ WHERE s.new AND service_instance_type = 'managed_service_instance'
+   AND NOT EXISTS (SELECT 1 FROM billing.resource r
+                    WHERE r.meter = 'cfservices' AND r.natural_id = s.service_instance_guid)
  ORDER BY service_instance_guid, pos
 ON CONFLICT (meter, natural_id) DO NOTHING;
 
@@ -172,10 +198,9 @@ WITH mapped AS (
     SELECT r.id AS resource_id, s.pos, s.created_at, s.service_instance_guid,
            s.service_plan_guid, CASE WHEN s.state = 'DELETED' THEN 0 ELSE 1 END AS rate
       FROM stage_service_event s
-      JOIN billing.service_usage_event e ON e.guid = s.guid AND e.reading_id = %(reading_id)s
       JOIN billing.resource r
         ON r.meter = 'cfservices' AND r.natural_id = s.service_instance_guid
-     WHERE s.service_instance_type = 'managed_service_instance'
+     WHERE s.new AND s.service_instance_type = 'managed_service_instance'
        AND s.state IN ('CREATED', 'UPDATED', 'DELETED')
 ),
 timed AS (
