@@ -38,7 +38,7 @@ class CfAppsMeter:
 
     def snapshot(self, cf: CloudFoundryClient) -> MeterSnapshot:
         """Processes and apps, read at once; each record kept as the fields used, not as the
-        API's whole record (a 100k-app foundation's pages are 150 MB of JSON)."""
+        API's whole record (a 100k-app foundation's apps and processes: some 170 MB of JSON)."""
         with ThreadPoolExecutor(1, thread_name_prefix="cf-processes") as pool:
             processes = pool.submit(_read_processes, cf)
             apps, apps_error = _read_apps(cf)
