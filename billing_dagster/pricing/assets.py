@@ -34,7 +34,7 @@ def priced_postings(context: dg.AssetExecutionContext, db: BillingDatabase) -> d
     start, end = utc_window(context.partition_time_window)
     with db.connect() as conn:
         priced = price_window(conn, start, end)
-        hours = hour_reports(conn, start, end)
+        hours = hour_reports(conn, start, end, measurements=False)
     for hour in hours:  # each partition its own hour's figures; _metadata is the run's
         context.add_asset_metadata(hour.posting_metadata(), partition_key=hour.partition_key)
     context.log.info(f"priced {start.isoformat()}..{end.isoformat()}: {priced.rows} rows; "

@@ -233,7 +233,7 @@ def hourly_measurements(
                              "uncertain hours")
         else:
             derived = summarize_window(conn, start, end)
-        hours = hour_reports(conn, start, end)
+        hours = hour_reports(conn, start, end, postings=False)
     window_check = dg.AssetCheckResult(
         asset_key=MEASUREMENTS, check_name="hours_complete", passed=not derived.flagged,
         severity=dg.AssetCheckSeverity.WARN,

@@ -39,9 +39,10 @@ class MeterHour:
     reason: str | None
     uncovered_seconds: int
     incomplete_readings: int
-    rows: int
-    resources: int
-    unit_seconds: int
+    # what was measured; None in a report that did not count it (the postings' own)
+    rows: int | None = None
+    resources: int | None = None
+    unit_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,14 @@ class HourReport:
         return [m for m in self.meters if m.status != "complete"]
 
     def measurement_metadata(self) -> dict[str, Any]:
+        if any(m.rows is None or m.resources is None for m in self.meters):
+            raise ValueError(f"hour {self.partition_key}: its measurements were not counted "
+                             "(hour_reports(..., measurements=True) counts them)")
         metadata: dict[str, Any] = {
             "hour_start_utc": self.hour_start.isoformat(),
             "status": _status(self),
-            "rows": sum(m.rows for m in self.meters),
-            "resources": sum(m.resources for m in self.meters),
+            "rows": sum(m.rows or 0 for m in self.meters),
+            "resources": sum(m.resources or 0 for m in self.meters),
         }
         for m in self.meters:
             metadata[f"{m.meter}_unit_seconds"] = m.unit_seconds
@@ -139,19 +143,25 @@ def _flagged(report: HourReport) -> list[dict[str, Any]]:
              "reason": m.reason} for m in report.flagged]
 
 
-def hour_reports(conn: psycopg.Connection, start: datetime, end: datetime) -> list[HourReport]:
+def hour_reports(conn: psycopg.Connection, start: datetime, end: datetime, *,
+                 measurements: bool = True, postings: bool = True) -> list[HourReport]:
     """One report per UTC hour of [start, end), in order (an hour never measured has none of
-    its meters)."""
+    its meters). Every report says what the landed data determines of each meter; with
+    ``measurements`` it counts the hour's measurements, with ``postings`` its priced postings.
+    Each asset asks for its own: counting a month of a 10k-app foundation's 10.2M measurements
+    takes about 10 s, which the postings' metadata has no use for."""
     window = {"window_start": start, "window_end": end}
     meters: dict[datetime, list[MeterHour]] = defaultdict(list)
-    postings: dict[datetime, list[CustomerHour]] = defaultdict(list)
+    priced: dict[datetime, list[CustomerHour]] = defaultdict(list)
     with conn.cursor(row_factory=dict_row) as cur:
-        for row in cur.execute(query("hour_measurement_summaries"), window):
+        summaries = "hour_measurement_summaries" if measurements else "hour_coverage_summaries"
+        for row in cur.execute(query(summaries), window):
             hour = row.pop("hour_start")
             meters[hour].append(MeterHour(**row))
-        for row in cur.execute(query("hour_posting_summaries"), window):
-            hour = row.pop("hour_start")
-            postings[hour].append(CustomerHour(**row))
+        if postings:
+            for row in cur.execute(query("hour_posting_summaries"), window):
+                hour = row.pop("hour_start")
+                priced[hour].append(CustomerHour(**row))
     keys = hourly_keys_between(start, end)
     return [HourReport(start + i * HOUR, key, meters[start + i * HOUR],
-                       postings[start + i * HOUR]) for i, key in enumerate(keys)]
+                       priced[start + i * HOUR]) for i, key in enumerate(keys)]

@@ -23,6 +23,14 @@ SELECT c.hour_start, c.meter, c.status, c.reason, c.uncovered_seconds, c.incompl
  WHERE c.hour_start >= %(window_start)s AND c.hour_start < %(window_end)s
  ORDER BY c.hour_start, c.meter;
 
+-- name: hour_coverage_summaries
+-- Per UTC hour and meter of a window: what the landed data determines of it, without counting
+-- its measurements (the postings' metadata says only the hour's status).
+SELECT hour_start, meter, status, reason, uncovered_seconds, incomplete_readings
+  FROM billing.hour_coverage
+ WHERE hour_start >= %(window_start)s AND hour_start < %(window_end)s
+ ORDER BY hour_start, meter;
+
 -- name: hour_posting_summaries
 -- Per UTC hour and customer of a window: its priced postings (exact microcredits, before the
 -- monthly rounding) and the rows held for want of a price or a customer ('' = no customer).
