@@ -3,6 +3,7 @@
 import gc
 import math
 import threading
+import time
 
 import pytest
 
@@ -210,3 +211,42 @@ def test_reads_in_many_threads_leave_the_garbage_collector_as_they_found_it(simu
         assert gc.isenabled() is enabled
     finally:
         gc.enable()
+
+
+def test_threads_reading_at_once_share_one_token_fetch(simulator):
+    # a snapshot's lists are read by a thread each: UAA sees one token request, not one each
+    with cf_client(simulator) as client:
+        threads = [threading.Thread(target=client.list_all, args=(path,))
+                   for path in ("/v3/organizations", "/v3/spaces", "/v3/apps", "/v3/processes")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert client.token_fetches == 1
+    assert simulator.token_requests == 1
+
+
+def test_threads_waiting_for_a_token_fetch_that_failed_do_not_try_again(simulator):
+    # UAA down: the first thread's fetch fails after its retries; the threads that waited for
+    # it fail with its error at once instead of each repeating the retries
+    simulator.inject_fault("503", count=50, path_prefix="/uaa/")
+    errors: list[str] = []
+    together = threading.Barrier(4)
+
+    def read(path: str) -> None:
+        together.wait()  # all four ask for the token while the first fetch is under way
+        try:
+            client.list_all(path)
+        except CfApiError as exc:
+            errors.append(str(exc))
+
+    with cf_client(simulator, sleep=lambda _: time.sleep(0.1)) as client:
+        client._discover_token_url()  # the API root answers; only the token endpoint is down
+        threads = [threading.Thread(target=read, args=(path,))
+                   for path in ("/v3/organizations", "/v3/spaces", "/v3/apps", "/v3/processes")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(errors) == 4 and all("oauth/token" in e and "failed 3 times" in e for e in errors)
+    assert simulator.faults_served == 3  # one fetch's three attempts, not one per thread

@@ -96,6 +96,9 @@ class CloudFoundryClient:
         self._token: str | None = None
         self._token_expires_at = 0.0
         self.token_fetches = 0
+        self._token_lock = threading.Lock()
+        self._token_fetches_ended = 0
+        self._token_error: CfApiError | None = None
 
     def __enter__(self) -> CloudFoundryClient:
         return self
@@ -109,10 +112,25 @@ class CloudFoundryClient:
     # -- auth ------------------------------------------------------------------------------
 
     def access_token(self) -> str:
-        """A valid bearer token, fetched again when it is within the margin of its ``exp``."""
-        if self._token is None or self._now() >= self._token_expires_at - self._refresh_margin:
-            self._token, self._token_expires_at = self._fetch_token()
-        return self._token
+        """A valid bearer token, fetched again when it is within the margin of its ``exp``.
+        Threads reading at once (a snapshot's lists) share one fetch: the first fetches, the
+        others wait for it, so UAA sees one token request, not one per thread; when that fetch
+        fails (after its retries), the threads that waited for it fail with its error instead of
+        each trying again."""
+        fetches_before = self._token_fetches_ended
+        with self._token_lock:
+            if self._token_error is not None and self._token_fetches_ended != fetches_before:
+                raise self._token_error
+            if self._token is None or self._now() >= self._token_expires_at - self._refresh_margin:
+                try:
+                    self._token, self._token_expires_at = self._fetch_token()
+                    self._token_error = None
+                except CfApiError as exc:
+                    self._token_error = exc
+                    raise
+                finally:
+                    self._token_fetches_ended += 1
+            return self._token
 
     def _discover_token_url(self) -> str:
         """The UAA token endpoint, from the API root's ``links.uaa`` (as go-cfclient does)."""
