@@ -28,7 +28,6 @@ import os
 import resource
 import statistics
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,9 +38,6 @@ from urllib.parse import quote
 
 import dagster as dg
 import yaml
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # no public name
-    AssetCheckEvaluationTargetMaterializationData as MaterializationTarget,
-)
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
@@ -59,6 +55,7 @@ from billing_dagster.settings import sqlalchemy_url
 from billing_dagster.simulator import Foundation, Simulator
 from billing_dagster.usage.assets import hourly_measurements
 from billing_dagster.usage.events import land_events
+from billing_dagster.usage.hours import newest_materializations
 from billing_dagster.usage.measurements import derive_window
 
 END = datetime(2025, 5, 2, 4, tzinfo=UTC)  # an hour boundary (midnight in New York)
@@ -105,15 +102,13 @@ def empty_checked_hours(context) -> Iterator[dg.MaterializeResult]:
     one.)"""
     key = dg.AssetKey("empty_checked_hours")
     yield dg.MaterializeResult(asset_key=key)
-    partitions = context.partition_keys
-    storage_ids = context.instance.event_log_storage.get_latest_storage_id_by_partition(
-        key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(partitions))
-    for partition in partitions:
-        target = MaterializationTarget(storage_id=storage_ids[partition],
-                                       run_id=context.run.run_id, timestamp=time.time())
+    # the targets looked up as hourly_measurements looks them up
+    targets = newest_materializations(context.instance, context.partition_keys,
+                                      context.run.run_id, asset=key)
+    for partition in context.partition_keys:
         context.log_event(dg.AssetCheckEvaluation(  # pyright: ignore[reportArgumentType]
             asset_key=key, check_name="empty_hour", passed=True, partition=partition,
-            target_materialization_data=target))
+            target_materialization_data=targets[partition]))
 
 
 @dg.asset(partitions_def=hourly_partitions, backfill_policy=dg.BackfillPolicy.single_run(),

@@ -112,18 +112,19 @@ class HourReport:
 
 
 def newest_materializations(instance: dg.DagsterInstance, keys: list[str],
-                            run_id: str | None) -> dict[str, MaterializationTarget]:
-    """The newest materialization of each hourly partition of ``keys`` (that has one), as a
-    check evaluation's target. ``run_id``: the run that just made them ("" for runless events);
-    None to look each one up (a check run on its own)."""
+                            run_id: str | None, asset: dg.AssetKey = MEASUREMENTS,
+                            ) -> dict[str, MaterializationTarget]:
+    """The newest materialization of each hourly partition of ``keys`` (that has one) of
+    ``asset``, as a check evaluation's target. ``run_id``: the run that just made them ("" for
+    runless events); None to look each one up (a check run on its own)."""
     storage_ids = instance.event_log_storage.get_latest_storage_id_by_partition(
-        MEASUREMENTS, dg.DagsterEventType.ASSET_MATERIALIZATION, set(keys))
+        asset, dg.DagsterEventType.ASSET_MATERIALIZATION, set(keys))
     targets = {}
     for key, storage_id in storage_ids.items():
         made_by, at = run_id, time.time()
         if made_by is None:
             (record,) = instance.fetch_materializations(dg.AssetRecordsFilter(
-                asset_key=MEASUREMENTS, asset_partitions=[key]), limit=1).records
+                asset_key=asset, asset_partitions=[key]), limit=1).records
             made_by, at = record.run_id, record.timestamp
         targets[key] = MaterializationTarget(storage_id=storage_id, run_id=made_by,
                                              timestamp=at)
